@@ -1,0 +1,402 @@
+"""A local stand-in for the gateway's OpenAI-compatible upstreams.
+
+One HTTP server on 127.0.0.1 speaks the chat-completions and embeddings API of each
+provider under its own path prefix (/vercel/v1, /openrouter/v1). It records every request
+it receives and fails on demand, per model or for the next N requests, so a test can
+take a provider down and see what the gateway does.
+
+Run it alone for the gateway's offline demo mode:
+    python -m tests.support.mock_upstream --port 8787
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+PROVIDERS = ("vercel", "openrouter")
+
+# Failures a test can inject. A status fault returns that HTTP status with an
+# OpenAI-style error body; "timeout" holds the request open without answering;
+# "reset" drops the TCP connection without a response; "context_length" returns
+# the 400 that OpenAI sends for a prompt longer than the model's context window.
+FAULT_KINDS = ("400", "401", "403", "429", "500", "502", "503", "context_length", "timeout", "reset", "slow")
+
+EMBEDDING_DIMENSIONS = 64
+
+
+@dataclasses.dataclass
+class RecordedRequest:
+    """One request as the upstream received it."""
+
+    provider: str
+    path: str
+    model: str | None
+    authorization: str | None
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+@dataclasses.dataclass
+class Fault:
+    kind: str
+    provider: str | None
+    model: str | None
+    remaining: int | None
+    # Seconds to wait: before each stream chunk for "slow", before answering for "timeout".
+    delay: float
+    retry_after: int
+
+
+class MockUpstream:
+    """The mock server, run on its own event loop in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults: list[Fault] = []
+        self._counter = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.handler_errors: list[str] = []
+
+    # --- lifecycle ----------------------------------------------------------------
+    def start(self) -> "MockUpstream":
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mock-upstream", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop = None
+
+    async def _serve(self) -> None:
+        app = build_app(self)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._requested_port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    # --- what a test uses -----------------------------------------------------------
+    def base_url(self, provider: str) -> str:
+        """Return the OpenAI-style base URL (ending in /v1) that a provider is served at."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+        return f"http://{self.host}:{self.port}/{provider}/v1"
+
+    def fail(
+        self,
+        kind: str,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        times: int | None = None,
+        delay: float = 600.0,
+        retry_after: int = 1,
+    ) -> None:
+        """Make matching requests fail with `kind` (all of them, or the next `times`)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {FAULT_KINDS}")
+        fault = Fault(kind, provider, model, times, delay, retry_after)
+        with self._lock:
+            self._faults.append(fault)
+
+    def heal(self, *, model: str | None = None, provider: str | None = None) -> None:
+        """Remove the faults set for this model and provider (all faults when both are None)."""
+        with self._lock:
+            self._faults = [
+                f
+                for f in self._faults
+                if not ((model is None or f.model == model) and (provider is None or f.provider == provider))
+            ]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._requests.clear()
+            self.handler_errors.clear()
+
+    def requests(self, *, provider: str | None = None, model: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [
+                r
+                for r in self._requests
+                if (provider is None or r.provider == provider) and (model is None or r.model == model)
+            ]
+
+    def chat_requests(self, **filters: Any) -> list[RecordedRequest]:
+        return [r for r in self.requests(**filters) if r.path.endswith("/chat/completions")]
+
+    # --- used by the handlers -----------------------------------------------------------
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _take_fault(self, provider: str, model: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.provider not in (None, provider) or fault.model not in (None, model):
+                    continue
+                if fault.remaining is not None:
+                    if fault.remaining <= 0:
+                        continue
+                    fault.remaining -= 1
+                return fault
+        return None
+
+    def _next_number(self) -> int:
+        with self._lock:
+            return next(self._counter)
+
+
+# --- HTTP handlers -------------------------------------------------------------------------
+def build_app(mock: MockUpstream) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await _handle(mock, request, _chat_response)
+
+    async def embeddings(request: web.Request) -> web.StreamResponse:
+        return await _handle(mock, request, _embeddings_response)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    for provider in PROVIDERS:
+        app.router.add_post(f"/{provider}/v1/chat/completions", chat)
+        app.router.add_post(f"/{provider}/v1/embeddings", embeddings)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _handle(mock: MockUpstream, request: web.Request, respond) -> web.StreamResponse:
+    provider = request.path.split("/")[1]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    model = body.get("model")
+    mock._record(
+        RecordedRequest(
+            provider=provider,
+            path=request.path,
+            model=model,
+            authorization=request.headers.get("Authorization"),
+            body=body,
+            headers=dict(request.headers),
+        )
+    )
+    try:
+        fault = mock._take_fault(provider, model)
+        if fault is not None and fault.kind != "slow":
+            return await _fault_response(request, fault)
+        delay = fault.delay if fault is not None else 0.0
+        return await respond(mock, request, provider, body, delay)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # a bug in the mock must fail the test, not hide in a 500
+        mock.handler_errors.append(f"{request.path}: {exc!r}")
+        raise
+
+
+def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+async def _fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
+    if fault.kind == "timeout":
+        await asyncio.sleep(fault.delay)
+        return web.json_response(_error_body("mock upstream held the request", "timeout"), status=504)
+    if fault.kind == "reset":
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("mock upstream dropped the connection")
+    if fault.kind == "context_length":
+        body = _error_body(
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+            "200000 tokens. Please reduce the length of the messages.",
+            "invalid_request_error",
+            code="context_length_exceeded",
+            param="messages",
+        )
+        return web.json_response(body, status=400)
+
+    status = int(fault.kind)
+    messages = {
+        400: ("Invalid request sent to the mock upstream.", "invalid_request_error"),
+        401: ("Incorrect API key provided.", "authentication_error"),
+        403: ("This key is not allowed to use this model.", "permission_error"),
+        429: ("Rate limit reached for requests.", "rate_limit_error"),
+        500: ("The server had an error while processing your request.", "server_error"),
+        502: ("Bad gateway.", "server_error"),
+        503: ("The engine is currently overloaded.", "server_error"),
+    }
+    message, error_type = messages[status]
+    headers = {"Retry-After": str(fault.retry_after)} if status == 429 else None
+    return web.json_response(_error_body(message, error_type), status=status, headers=headers)
+
+
+def _last_user_text(body: dict) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _count_tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+async def _chat_response(
+    mock: MockUpstream, request: web.Request, provider: str, body: dict, delay: float
+) -> web.StreamResponse:
+    number = mock._next_number()
+    model = body.get("model") or "unknown"
+    prompt = _last_user_text(body)
+    answer = f"Mock answer {number} from {provider} {model}. You said: {prompt[:80]}"
+    completion_id = f"chatcmpl-mock-{number}"
+    created = int(time.time())
+    prompt_tokens = sum(_count_tokens(json.dumps(m)) for m in body.get("messages") or [])
+    completion_tokens = _count_tokens(answer)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+    if not body.get("stream"):
+        if delay:
+            await asyncio.sleep(delay)
+        return web.json_response(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+
+    def chunk(delta: dict, finish_reason: str | None = None, **extra: Any) -> bytes:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    await response.write(chunk({"role": "assistant", "content": ""}))
+    for word in answer.split(" "):
+        if delay:
+            await asyncio.sleep(delay)
+        await response.write(chunk({"content": word + " "}))
+    await response.write(chunk({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def embed_text(text: str) -> list[float]:
+    """Map text to a unit vector of hashed character trigrams, so similar texts are near."""
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    normalized = " ".join(text.lower().split())
+    for i in range(max(1, len(normalized) - 2)):
+        trigram = normalized[i : i + 3]
+        digest = hashlib.blake2b(trigram.encode(), digest_size=4).digest()
+        vector[int.from_bytes(digest, "big") % EMBEDDING_DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+async def _embeddings_response(
+    mock: MockUpstream, request: web.Request, provider: str, body: dict, delay: float
+) -> web.StreamResponse:
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = [
+        {"object": "embedding", "index": i, "embedding": embed_text(str(text))} for i, text in enumerate(texts)
+    ]
+    tokens = sum(_count_tokens(str(t)) for t in texts)
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the mock OpenAI-compatible upstream on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8787, help="TCP port to listen on (default: 8787)")
+    args = parser.parse_args()
+    mock = MockUpstream(port=args.port).start()
+    for provider in PROVIDERS:
+        print(f"mock upstream: {provider} at {mock.base_url(provider)}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mock.stop()
+
+
+if __name__ == "__main__":
+    main()
