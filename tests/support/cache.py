@@ -1,0 +1,119 @@
+"""Helpers for the response-cache tests: telling hits from misses, reading Redis, counting log lines."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from tests.support.processes import ProxyProcess, RedisProcess, eventually
+
+# LiteLLM 1.108.7 sets this header only on a response served from the cache; its value is
+# the cache entry's key in Redis.
+CACHE_KEY_HEADER = "x-litellm-cache-key"
+
+# Log lines that report a failed Redis call. Access-log lines ("POST /v1/... 200 OK") never match.
+_REDIS_ERROR_LINE = re.compile(r"redis", re.IGNORECASE)
+_LOG_LEVEL = re.compile(r" - (LiteLLM|LiteLLM Proxy|LiteLLM Router):(ERROR|WARNING|CRITICAL)")
+
+
+def is_cache_hit(response: httpx.Response) -> bool:
+    return CACHE_KEY_HEADER in response.headers
+
+
+def chat_body(model: str, prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+def post_chat(client: httpx.Client, body: dict[str, Any]) -> httpx.Response:
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def stream_chat(client: httpx.Client, body: dict[str, Any]) -> tuple[httpx.Response, list[str]]:
+    """Send a streaming request; return the response and its SSE data payloads, [DONE] included."""
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+    return response, events
+
+
+def streamed_text(events: list[str]) -> str:
+    chunks = [json.loads(event) for event in events if event != "[DONE]"]
+    return "".join((chunk["choices"][0]["delta"].get("content") or "") for chunk in chunks if chunk.get("choices"))
+
+
+def message_text(response: httpx.Response) -> str:
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def redis_ttl(redis: RedisProcess, key: str) -> int:
+    """Return the key's TTL in seconds (-2 when the key does not exist, -1 when it never expires)."""
+    return int(redis.client().ttl(key))
+
+
+def stored_entry(redis: RedisProcess, key: str) -> dict[str, Any] | None:
+    raw = redis.client().get(key)
+    return None if raw is None else json.loads(raw)
+
+
+def redis_error_lines(log: str) -> list[str]:
+    """Return the warning and error lines of a proxy log that mention Redis."""
+    return [line for line in log.splitlines() if _LOG_LEVEL.search(line) and _REDIS_ERROR_LINE.search(line)]
+
+
+class LogWindow:
+    """The part of a proxy's log written after a given moment."""
+
+    def __init__(self, proxy: ProxyProcess) -> None:
+        self.proxy = proxy
+        self.start = len(proxy.log())
+
+    def text(self) -> str:
+        return self.proxy.log()[self.start :]
+
+    def lines(self) -> list[str]:
+        return self.text().splitlines()
+
+
+def wait_until_stored(redis: RedisProcess, client: httpx.Client, model: str, label: str, seconds: float) -> str:
+    """Send fresh prompts until one's response lands in Redis; return that entry's key.
+
+    A hit from the second request carries the key in its header, and the key must exist in
+    Redis itself: the proxy also keeps a copy of each entry in its own memory.
+    """
+
+    def attempt() -> str | None:
+        from tests.support.gateway import unique_prompt
+
+        body = chat_body(model, unique_prompt(label))
+        post_chat(client, body)
+        second = post_chat(client, body)
+        key = second.headers.get(CACHE_KEY_HEADER)
+        if key is None or not redis.ping() or redis.client().exists(key) == 0:
+            return None
+        return key
+
+    key = eventually(attempt, lambda value: value is not None, seconds, interval=0.5)
+    assert key is not None
+    return key
+
+
+def iter_keys(redis: RedisProcess, pattern: str = "*") -> Iterator[str]:
+    for key in redis.client().scan_iter(pattern):
+        yield key.decode() if isinstance(key, bytes) else key
+
+
+def write_config_copy(tmp_path: Path, source: Path, replace: dict[str, str]) -> Path:
+    """Copy the repo's config with exact text replacements, for a test that needs one key changed."""
+    text = source.read_text()
+    for old, new in replace.items():
+        assert old in text, f"{old!r} not found in {source}"
+        text = text.replace(old, new)
+    target = tmp_path / source.name
+    target.write_text(text)
+    return target
