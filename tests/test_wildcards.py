@@ -75,8 +75,8 @@ def test_config_passes_litellm_validation(gateway_env, tmp_path):
 
 
 def test_replicate_route_listed(client):
-    """replicate/* is a configured route, listed among the proxy's models."""
-    response = client.get("/v1/models")
+    """replicate/* is a configured route, listed among the proxy's wildcard routes."""
+    response = client.get("/v1/models", params={"return_wildcard_routes": "true"})
 
     assert response.status_code == 200, response.text
     assert "replicate/*" in {m["id"] for m in response.json()["data"]}

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Union
 
 import httpx
 
-# Each alias's chain in order, as (provider, upstream model id). This table is the
-# routing specification the tests check the running proxy against.
-CHAINS: dict[str, list[tuple[str, str]]] = {
+# Each alias's chain in order: a deployment as (provider, upstream model id), or the name
+# of another alias, whose own chain the router then walks. This table is the routing
+# specification the tests check the running proxy against.
+Entry = Union[tuple[str, str], str]
+
+CHAINS: dict[str, list[Entry]] = {
     "gemini-3-pro": [
         ("vercel", "google/gemini-3-pro-preview"),
         ("openrouter", "google/gemini-3-pro-preview"),
-        ("vercel", "openai/gpt-4o"),
+        "gpt-4o",
     ],
     "gpt-4o": [("vercel", "openai/gpt-4o"), ("openrouter", "openai/gpt-4o")],
     "claude-4-sonnet": [("vercel", "anthropic/claude-sonnet-4"), ("openrouter", "anthropic/claude-sonnet-4")],
     "fast-model": [
         ("vercel", "google/gemini-2.5-flash"),
-        ("vercel", "openai/gpt-4o-mini"),
+        "gpt-4o-mini",
         ("openrouter", "google/gemini-2.5-flash"),
     ],
     "gpt-4o-mini": [("vercel", "openai/gpt-4o-mini"), ("openrouter", "openai/gpt-4o-mini")],
@@ -30,6 +33,19 @@ CHAINS: dict[str, list[tuple[str, str]]] = {
         ("vercel", "openai/o1-mini"),
     ],
 }
+
+
+def deployments(entry: Entry) -> list[tuple[str, str]]:
+    """Return the deployments an entry stands for, in the order the router tries them."""
+    if isinstance(entry, tuple):
+        return [entry]
+    return [deployment for sub_entry in CHAINS[entry] for deployment in deployments(sub_entry)]
+
+
+def walk(alias: str) -> list[tuple[str, str]]:
+    """Return every deployment the router tries for `alias`, in order."""
+    return deployments(alias)
+
 
 TIERS = {
     "high-capability": ["gemini-3-pro", "gpt-4o", "claude-4-sonnet"],

@@ -216,6 +216,10 @@ async def _handle(mock: MockUpstream, request: web.Request, respond) -> web.Stre
         )
     )
     try:
+        if request.path.endswith("/chat/completions"):
+            problem = validate_chat_body(body)
+            if problem is not None:
+                return web.json_response(_error_body(problem, "invalid_request_error"), status=400)
         fault = mock._take_fault(provider, model)
         if fault is not None and fault.kind != "slow":
             return await _fault_response(request, fault)
@@ -226,6 +230,26 @@ async def _handle(mock: MockUpstream, request: web.Request, respond) -> web.Stre
     except Exception as exc:  # a bug in the mock must fail the test, not hide in a 500
         mock.handler_errors.append(f"{request.path}: {exc!r}")
         raise
+
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def validate_chat_body(body: dict) -> str | None:
+    """Return the 400 message OpenAI's API gives for an invalid chat body, or None if it is valid."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "Invalid value for 'messages': expected a non-empty array."
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return f"Invalid value for 'messages[{index}].role': expected one of {', '.join(_ROLES)}."
+    temperature = body.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
+        return "Invalid type for 'temperature': expected a number, but got a string instead."
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        return "Invalid value for 'max_tokens': expected an integer of at least 1."
+    return None
 
 
 def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
