@@ -98,7 +98,7 @@ def wait_until_stored(redis: RedisProcess, client: httpx.Client, model: str, lab
             return None
         return key
 
-    key = eventually(attempt, lambda value: value is not None, seconds, interval=0.5)
+    key = eventually(attempt, lambda value: value is not None, seconds, interval=1.0)
     assert key is not None
     return key
 
