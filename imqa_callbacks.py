@@ -1,9 +1,13 @@
-"""Logging hooks that LiteLLM loads through litellm_settings.callbacks.
+"""Hooks that LiteLLM loads through litellm_settings.callbacks.
 
-LiteLLM 1.108.7 logs nothing when a deployment fails and a fallback then answers, so an
-expired provider key or an outage behind a working fallback would go unseen. The logger
-here writes one ERROR line per failed upstream call, naming the provider, model group,
-deployment and status, with every configured secret removed from the message.
+UpstreamFailureLogger: LiteLLM 1.108.7 logs nothing when a deployment fails and a fallback
+then answers, so an expired provider key or an outage behind a working fallback would go
+unseen. It writes one ERROR line per failed upstream call, naming the provider, model
+group, deployment and status, with every configured secret removed from the message.
+
+RequestValidator: LiteLLM answers an unknown or missing model with "There are no healthy
+deployments for this model", which reads like an outage. It rejects such requests first
+with a 400 that names the model and says what to send instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import re
 import sys
 
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import ProxyException
 
 logger = logging.getLogger("imqa.gateway")
 if not logger.handlers:
@@ -57,3 +62,47 @@ class UpstreamFailureLogger(CustomLogger):
 
 
 upstream_failure_logger = UpstreamFailureLogger()
+
+# Call types whose body names a model that the router must know.
+_ROUTED_CALL_TYPES = frozenset(
+    {"completion", "acompletion", "text_completion", "atext_completion", "embeddings", "aembedding"}
+)
+
+
+def _bad_request(message: str, param: str) -> ProxyException:
+    return ProxyException(message=message, type="invalid_request_error", param=param, code=400)
+
+
+def _is_routable(model: str) -> bool:
+    from litellm.proxy.proxy_server import llm_router
+
+    if llm_router is None:
+        return True
+    if model in llm_router.get_model_names() or model in (llm_router.model_group_alias or {}):
+        return True
+    return bool(llm_router.pattern_router.route(model))
+
+
+class RequestValidator(CustomLogger):
+    """Reject a request whose model is missing or not served, before it reaches the router."""
+
+    async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        if call_type not in _ROUTED_CALL_TYPES:
+            return data
+        model = data.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise _bad_request(
+                "Missing 'model'. Send an alias such as gemini-3-pro or fast-model; GET /v1/models lists them.",
+                "model",
+            )
+        if not _is_routable(model):
+            raise _bad_request(
+                f"Unknown model '{model}'. Use an alias listed by GET /v1/models (for example gemini-3-pro, "
+                "fast-model, reasoning-model) or a provider route: google/, openai/, anthropic/, xai/, "
+                "openrouter/ or replicate/ followed by the provider's model id.",
+                "model",
+            )
+        return data
+
+
+request_validator = RequestValidator()

@@ -16,8 +16,19 @@ def test_unknown_model_names_model(client, upstream):
     """A model that is neither an alias nor a wildcard route gets a 4xx naming that model."""
     response = chat(client, "no-such-model-xyz")
 
-    assert 400 <= response.status_code < 500, response.text
-    assert "no-such-model-xyz" in response.json()["error"]["message"]
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "Unknown model 'no-such-model-xyz'" in message
+    assert "GET /v1/models" in message
+    assert upstream.requests() == []
+
+
+def test_missing_model_says_what_to_send(client, upstream):
+    """A body without a model gets a 400 that asks for one and names an alias."""
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+
+    assert response.status_code == 400, response.text
+    assert "Missing 'model'" in response.json()["error"]["message"]
     assert upstream.requests() == []
 
 
