@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,3 +119,35 @@ def write_config_copy(tmp_path: Path, source: Path, replace: dict[str, str]) -> 
     target = tmp_path / source.name
     target.write_text(text)
     return target
+
+
+# --- Redis with vector search, for the semantic cache -------------------------------------------
+VECTOR_REDIS_BINARY = "redis-stack-server"
+VECTOR_REDIS_URL_VARIABLE = "IMQA_TEST_VECTOR_REDIS_URL"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class VectorRedisProcess(RedisProcess):
+    """A throwaway Redis Stack server (Redis with the search module) on a free loopback port."""
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which(VECTOR_REDIS_BINARY)
+
+    def start(self, timeout: float = 15.0) -> "VectorRedisProcess":
+        binary = self.binary()
+        if binary is None:
+            raise RuntimeError(f"{VECTOR_REDIS_BINARY} not found on PATH; install it with scripts/install_redis_stack.")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # No empty arguments: redis-stack-server wrappers may pass their arguments on unquoted.
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            command += ["--requirepass", self.password]
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        eventually(self.ping, bool, timeout)
+        return self
+
+    def has_vector_search(self) -> bool:
+        names = {module[b"name"].decode().lower() for module in self.client().module_list()}
+        return "search" in names

@@ -1,0 +1,109 @@
+"""The semantic cache (IMQA_CACHE_TYPE=redis-semantic): similar prompts share an entry."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import VERCEL_KEY, gateway_client
+from tests.support.cache import (
+    LOOPBACK_HOSTS,
+    VECTOR_REDIS_BINARY,
+    VECTOR_REDIS_URL_VARIABLE,
+    VectorRedisProcess,
+    chat_body,
+    is_cache_hit,
+    message_text,
+    post_chat,
+)
+from tests.support.mock_upstream import embed_text
+from tests.support.processes import ProxyProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+VECTOR_REDIS_PASSWORD = "test-vector-redis-password-0001"
+SKIP_REASON = (
+    f"needs a Redis with vector search (Redis 8 or Redis Stack): put {VECTOR_REDIS_BINARY} on PATH "
+    f"(scripts/install_redis_stack) or set {VECTOR_REDIS_URL_VARIABLE} to one on 127.0.0.1"
+)
+
+
+@pytest.fixture(scope="module")
+def vector_redis(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """Return the REDIS_* variables of a Redis with vector search: the one given, or one started here."""
+    url = os.environ.get(VECTOR_REDIS_URL_VARIABLE)
+    if url:
+        parts = urlsplit(url)
+        if parts.hostname not in LOOPBACK_HOSTS:
+            pytest.fail(f"{VECTOR_REDIS_URL_VARIABLE} must point at 127.0.0.1, not {parts.hostname!r}")
+        yield {
+            "REDIS_HOST": parts.hostname or "127.0.0.1",
+            "REDIS_PORT": str(parts.port or 6379),
+            "REDIS_PASSWORD": parts.password or "",
+        }
+        return
+
+    if VectorRedisProcess.binary() is None:
+        pytest.skip(SKIP_REASON)
+    server = VectorRedisProcess(tmp_path_factory.mktemp("vector-redis"), password=VECTOR_REDIS_PASSWORD, port=free_port())
+    server.start()
+    try:
+        assert server.has_vector_search(), f"{VECTOR_REDIS_BINARY} started without the search module"
+        yield {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(server.port), "REDIS_PASSWORD": VECTOR_REDIS_PASSWORD}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def semantic_proxy(vector_redis, gateway_env, tmp_path_factory):
+    """A proxy with the repo's config and IMQA_CACHE_TYPE=redis-semantic, on the vector-search Redis."""
+    env = {k: v for k, v in gateway_env.items() if not k.startswith("REDIS_")}
+    env.update(vector_redis)
+    env["IMQA_CACHE_TYPE"] = "redis-semantic"
+    process = ProxyProcess(env, tmp_path_factory.mktemp("semantic") / "litellm.log").start()
+    yield process
+    process.stop()
+
+
+def _similarity(first: str, second: str) -> float:
+    return math.fsum(a * b for a, b in zip(embed_text(first), embed_text(second)))
+
+
+def test_similar_prompt_served_from_semantic_cache(semantic_proxy, upstream):
+    """A reworded prompt is served the entry of a similar earlier prompt, and a different prompt is not."""
+    tag = uuid.uuid4().hex
+    original = f"What is the capital city of France? Request {tag}"
+    reworded = f"what is the capital city of France?? request {tag}"
+    different = f"Name three rivers that flow through Germany. Request {uuid.uuid4().hex}"
+    assert _similarity(original, reworded) > 0.95, "premise: the mock embeds the reworded prompt close by"
+    assert _similarity(original, different) < 0.8, "premise: the mock embeds the different prompt far away"
+
+    with gateway_client(semantic_proxy) as client:
+        first = post_chat(client, chat_body("gpt-4o", original))
+        similar = post_chat(client, chat_body("gpt-4o", reworded))
+        calls_after_similar = len(upstream.chat_requests())
+        other = post_chat(client, chat_body("gpt-4o", different))
+
+    assert not is_cache_hit(first), dict(first.headers)
+    assert is_cache_hit(similar), f"reworded prompt missed: {dict(similar.headers)}"
+    assert message_text(similar) == message_text(first)
+    assert calls_after_similar == 1, [r.body["messages"] for r in upstream.chat_requests()]
+    assert not is_cache_hit(other), f"unrelated prompt served from the cache: {message_text(other)}"
+    assert len(upstream.chat_requests()) == 2
+
+
+def test_semantic_cache_embeds_through_gateway_alias(semantic_proxy, upstream):
+    """The prompt's embedding is requested from Vercel as openai/text-embedding-3-small with the gateway's key."""
+    with gateway_client(semantic_proxy) as client:
+        post_chat(client, chat_body("gpt-4o", f"Embedding route check {uuid.uuid4().hex}"))
+
+    embeddings = [r for r in upstream.requests() if r.path.endswith("/embeddings")]
+    assert embeddings, "no embedding request reached the upstream"
+    assert {(r.provider, r.model) for r in embeddings} == {("vercel", "openai/text-embedding-3-small")}
+    assert all(r.authorization == f"Bearer {VERCEL_KEY}" for r in embeddings)
+
