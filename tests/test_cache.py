@@ -128,14 +128,17 @@ def test_request_differing_in_one_parameter_misses(variant, client, upstream):
 
 
 def test_no_cache_control_skips_lookup(client, upstream):
-    """"cache": {"no-cache": true} sends the request upstream even when an entry exists."""
+    """"cache": {"no-cache": true} sends the request upstream even when an entry exists, and stores the answer."""
     prompt = unique_prompt("no-cache")
     post_chat(client, chat_body("gpt-4o", prompt))
 
     fresh = post_chat(client, chat_body("gpt-4o", prompt, cache={"no-cache": True}))
+    after = post_chat(client, chat_body("gpt-4o", prompt))
 
     assert not is_cache_hit(fresh), dict(fresh.headers)
     assert len(upstream.chat_requests()) == 2
+    assert is_cache_hit(after), dict(after.headers)
+    assert message_text(after) == message_text(fresh), "the no-cache answer was not stored"
 
 
 def test_no_store_control_skips_write(client, upstream):

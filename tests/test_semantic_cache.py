@@ -21,7 +21,8 @@ from tests.support.cache import (
     message_text,
     post_chat,
 )
-from tests.support.mock_upstream import embed_text
+from tests.support.gateway import unique_prompt
+from tests.support.mock_upstream import EMBEDDING_DIMENSIONS, embed_text
 from tests.support.processes import ProxyProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -107,3 +108,15 @@ def test_semantic_cache_embeds_through_gateway_alias(semantic_proxy, upstream):
     assert {(r.provider, r.model) for r in embeddings} == {("vercel", "openai/text-embedding-3-small")}
     assert all(r.authorization == f"Bearer {VERCEL_KEY}" for r in embeddings)
 
+
+
+def test_embedding_alias_falls_back_to_openrouter(client, upstream):
+    """With Vercel's embeddings failing, text-embedding-3-small is served by OpenRouter's same model."""
+    upstream.fail("500", provider="vercel", model="openai/text-embedding-3-small")
+
+    response = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": unique_prompt("embed")})
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"][0]["embedding"]) == EMBEDDING_DIMENSIONS
+    calls = [(r.provider, r.model) for r in upstream.requests() if r.path.endswith("/embeddings")]
+    assert calls == [("vercel", "openai/text-embedding-3-small"), ("openrouter", "openai/text-embedding-3-small")], calls
