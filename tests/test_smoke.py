@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY
 from tests.support.gateway import CHAINS, walk
-from tests.support.processes import REPO_ROOT, isolated_environment
+from tests.support.processes import REPO_ROOT, RedisProcess, isolated_environment
 
 SMOKE = REPO_ROOT / "scripts" / "smoke"
 LINE = re.compile(r"^(?P<name>.+?)\s+(?P<status>PASS|FAIL)\s+(?P<seconds>\d+\.\d+)s  (?P<detail>.*)$")
@@ -105,6 +105,14 @@ def readiness_down(proxy) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisProcess]:
+    """A Redis of this test's own, because proxies that share a Redis share their cooldowns."""
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def silent_gateway() -> Iterator[str]:
     """A URL that accepts TCP connections and never responds."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
@@ -139,9 +147,9 @@ def test_smoke_all_calls_every_alias(proxy, upstream):
     assert len(smoke_prompts(upstream, "chat")) >= len(CHAINS), result.stdout
 
 
-def test_smoke_alias_chain_down_fails(start_proxy, upstream):
+def test_smoke_alias_chain_down_fails(start_proxy, own_redis, upstream):
     """When every entry of gemini-3-pro's chain returns 503, its check fails and names the status."""
-    own_proxy = start_proxy()
+    own_proxy = start_proxy({"REDIS_PORT": str(own_redis.port)})
     for model in {model for _, model in walk("gemini-3-pro")}:
         upstream.fail("503", model=model)
 
