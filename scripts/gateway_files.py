@@ -1,8 +1,8 @@
 """Read the gateway's own files the way scripts/smoke and scripts/validate_config need them.
 
 imqa_config.yaml gives the aliases and routes, README.md documents them in tables under
-"### Tier N: ...", "### Fallback entries" and "### Wildcard routes", and .env.imqa documents
-every variable as NAME=placeholder.
+"### Tier N: ...", "### Embeddings", "### Fallback entries" and "### Wildcard routes", and
+.env.imqa documents every variable as NAME=placeholder.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ ENV_TEMPLATE_PATH = REPO_ROOT / ".env.imqa"
 RAILWAY_PATH = REPO_ROOT / "railway.json"
 
 TIER_HEADING = re.compile(r"^Tier \d+\b")
+EMBEDDINGS_HEADING = "Embeddings"
 FALLBACK_ENTRIES_HEADING = "Fallback entries"
 WILDCARD_HEADING = "Wildcard routes"
 RAILWAY_HEADING = "Deploying on Railway"
@@ -36,10 +37,13 @@ class FileError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class AliasRow:
-    """One row of a README alias table: the alias and the aliases its chain names, in order."""
+    """One row of a README alias table: the alias and the aliases its chain names, in order.
+
+    chain is None when the table has no chain column (### Fallback entries).
+    """
 
     alias: str
-    chain: tuple[str, ...]
+    chain: tuple[str, ...] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _alias_rows(body: str) -> list[AliasRow]:
         names = _CODE_SPAN.findall(cells[0])
         if not names:
             continue
-        chain = tuple(_CODE_SPAN.findall(cells[-1])) if len(cells) > 2 else ()
+        chain = tuple(_CODE_SPAN.findall(cells[-1])) if len(cells) > 2 else None
         rows.append(AliasRow(names[0], chain))
     return rows
 
@@ -139,15 +143,17 @@ def readme_tiers(text: str) -> dict[str, list[AliasRow]]:
     }
 
 
-def readme_fallback_entries(text: str) -> list[AliasRow]:
-    body = readme_sections(text).get(FALLBACK_ENTRIES_HEADING)
-    return [AliasRow(row.alias, ()) for row in _alias_rows(body)] if body is not None else []
+def readme_alias_tables(text: str) -> dict[str, list[AliasRow]]:
+    """Return every alias table (Tier N, Embeddings, Fallback entries) in README order, keyed by heading."""
+    return {
+        heading: _alias_rows(body)
+        for heading, body in readme_sections(text).items()
+        if TIER_HEADING.match(heading) or heading in (EMBEDDINGS_HEADING, FALLBACK_ENTRIES_HEADING)
+    }
 
 
 def readme_aliases(text: str) -> list[str]:
-    """Return every alias of the tier tables and of the fallback-entries table."""
-    rows = [row for tier in readme_tiers(text).values() for row in tier] + readme_fallback_entries(text)
-    return [row.alias for row in rows]
+    return [row.alias for rows in readme_alias_tables(text).values() for row in rows]
 
 
 def readme_wildcards(text: str) -> list[str]:
