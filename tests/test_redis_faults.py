@@ -13,6 +13,7 @@ from tests.support.cache import (
     chat_body,
     post_chat,
     redis_error_lines,
+    non_access_lines,
     stream_chat,
     wait_until_stored,
 )
@@ -22,10 +23,11 @@ from tests.support.processes import RedisProcess, free_port
 pytestmark = pytest.mark.slow
 
 REQUESTS_WHILE_DOWN = 30
-# Redis warning and error lines allowed in the log while REQUESTS_WHILE_DOWN requests run
-# without Redis. LiteLLM logs each failed Redis call until its circuit breaker opens after
-# 5 failures, then stays quiet until it probes Redis again 60 s later.
-MAX_REDIS_LOG_LINES = 15
+# Log lines (messages and traceback lines, not access-log lines) allowed while
+# REQUESTS_WHILE_DOWN requests run without Redis: fewer than one per request. LiteLLM logs
+# each failed Redis call until its circuit breaker opens after 5 failures, then stays quiet
+# until it probes Redis again 60 s later.
+MAX_LOG_LINES_WHILE_DOWN = 20
 # The breaker probes Redis again 60 s after it opened; allow for the proxy's own pace on top.
 RESUME_SECONDS = 100
 
@@ -51,10 +53,10 @@ def _send_without_redis(client: httpx.Client, upstream) -> None:
 
 
 def _assert_error_logged_without_flood(window: LogWindow, logged_in: str) -> None:
-    """Check that `logged_in` reports the Redis error and that the window has few Redis lines."""
-    lines = redis_error_lines(window.text())
+    """Check that `logged_in` reports the Redis error and that the window has few log lines."""
+    lines = non_access_lines(window.text())
     assert redis_error_lines(logged_in), f"no Redis error in the proxy log:\n{logged_in[-3000:]}"
-    assert len(lines) <= MAX_REDIS_LOG_LINES, f"{len(lines)} Redis log lines for {REQUESTS_WHILE_DOWN} requests:\n" + "\n".join(lines)
+    assert len(lines) <= MAX_LOG_LINES_WHILE_DOWN, f"{len(lines)} log lines for {REQUESTS_WHILE_DOWN} requests:\n" + "\n".join(lines)
 
 
 def test_redis_down_at_start_then_cache_resumes(start_proxy, own_redis, upstream):

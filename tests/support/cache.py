@@ -6,20 +6,21 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
+from tests.support.gateway import unique_prompt
 from tests.support.processes import ProxyProcess, RedisProcess, eventually
 
 # LiteLLM 1.108.7 sets this header only on a response served from the cache; its value is
 # the cache entry's key in Redis.
 CACHE_KEY_HEADER = "x-litellm-cache-key"
 
-# Log lines that report a failed Redis call. Access-log lines ("POST /v1/... 200 OK") never match.
-_REDIS_ERROR_LINE = re.compile(r"redis", re.IGNORECASE)
+_REDIS = re.compile(r"redis", re.IGNORECASE)
 _LOG_LEVEL = re.compile(r" - (LiteLLM|LiteLLM Proxy|LiteLLM Router):(ERROR|WARNING|CRITICAL)")
+# Uvicorn's access-log lines, such as: INFO:     127.0.0.1:51312 - "POST /v1/chat/completions HTTP/1.1" 200 OK
+_ACCESS_LINE = re.compile(r'^INFO: +[\d.:]+ - "')
 
 
 def is_cache_hit(response: httpx.Response) -> bool:
@@ -65,7 +66,12 @@ def stored_entry(redis: RedisProcess, key: str) -> dict[str, Any] | None:
 
 def redis_error_lines(log: str) -> list[str]:
     """Return the warning and error lines of a proxy log that mention Redis."""
-    return [line for line in log.splitlines() if _LOG_LEVEL.search(line) and _REDIS_ERROR_LINE.search(line)]
+    return [line for line in log.splitlines() if _LOG_LEVEL.search(line) and _REDIS.search(line)]
+
+
+def non_access_lines(log: str) -> list[str]:
+    """Return the log's messages and traceback lines, leaving out access-log lines and blank lines."""
+    return [line for line in log.splitlines() if line.strip() and not _ACCESS_LINE.search(line)]
 
 
 class LogWindow:
@@ -78,9 +84,6 @@ class LogWindow:
     def text(self) -> str:
         return self.proxy.log()[self.start :]
 
-    def lines(self) -> list[str]:
-        return self.text().splitlines()
-
 
 def wait_until_stored(redis: RedisProcess, client: httpx.Client, model: str, label: str, seconds: float) -> str:
     """Send fresh prompts until one's response lands in Redis; return that entry's key.
@@ -90,8 +93,6 @@ def wait_until_stored(redis: RedisProcess, client: httpx.Client, model: str, lab
     """
 
     def attempt() -> str | None:
-        from tests.support.gateway import unique_prompt
-
         body = chat_body(model, unique_prompt(label))
         post_chat(client, body)
         second = post_chat(client, body)
@@ -103,22 +104,6 @@ def wait_until_stored(redis: RedisProcess, client: httpx.Client, model: str, lab
     key = eventually(attempt, lambda value: value is not None, seconds, interval=1.0)
     assert key is not None
     return key
-
-
-def iter_keys(redis: RedisProcess, pattern: str = "*") -> Iterator[str]:
-    for key in redis.client().scan_iter(pattern):
-        yield key.decode() if isinstance(key, bytes) else key
-
-
-def write_config_copy(tmp_path: Path, source: Path, replace: dict[str, str]) -> Path:
-    """Copy the repo's config with exact text replacements, for a test that needs one key changed."""
-    text = source.read_text()
-    for old, new in replace.items():
-        assert old in text, f"{old!r} not found in {source}"
-        text = text.replace(old, new)
-    target = tmp_path / source.name
-    target.write_text(text)
-    return target
 
 
 # --- Redis with vector search, for the semantic cache -------------------------------------------
