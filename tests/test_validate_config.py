@@ -257,24 +257,26 @@ def test_env_real_secret_fails(name, value, repo_copy):
 
 # --- settings keys and LiteLLM's own check ---------------------------------------------------
 def test_unknown_settings_keys_fail(repo_copy):
-    """Misspelled keys in router_settings, litellm_settings and general_settings are each reported."""
+    """Misspelled keys at the top level and in each settings section are each reported."""
 
     def misspell(config: dict[str, Any]) -> None:
         config["router_settings"]["num_retry"] = 1
         config["litellm_settings"]["drop_param"] = True
         config["general_settings"]["master_keys"] = "os.environ/LITELLM_MASTER_KEY"
+        config["router_setting"] = {"cooldown_time": 30}
 
     repo_copy.edit_config(misspell)
 
     result = repo_copy.validate()
 
     assert result.returncode == 1, result.stdout + result.stderr
-    for key, section, suggestion in [
-        ("num_retry", "router_settings", "num_retries"),
-        ("drop_param", "litellm_settings", "drop_params"),
-        ("master_keys", "general_settings", "master_key"),
+    for key, where, suggestion in [
+        ("router_setting", "at the top level", "router_settings"),
+        ("num_retry", "in router_settings", "num_retries"),
+        ("drop_param", "in litellm_settings", "drop_params"),
+        ("master_keys", "in general_settings", "master_key"),
     ]:
-        expected = f"unknown key '{key}' in {section}: LiteLLM 1.108.7 does not accept it"
+        expected = f"unknown key '{key}' {where}: LiteLLM 1.108.7 does not accept it"
         assert expected in result.stdout, result.stdout
         assert f"did you mean '{suggestion}'?" in result.stdout, result.stdout
 
