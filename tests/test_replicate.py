@@ -328,7 +328,7 @@ def test_replicate_abandoned_prediction_is_cancelled(replicate_gateway, replicat
         with client.stream("POST", "/v1/chat/completions", json=body) as response:
             next(e for e in stream_events(response) if chunk_text(e))
 
-    eventually(replicate.cancels, bool, 10)
+    eventually(replicate.cancels, bool, 5)
 
 
 @pytest.mark.xfail(
