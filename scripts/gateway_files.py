@@ -2,7 +2,7 @@
 
 imqa_config.yaml gives the aliases and routes, README.md documents them in tables under
 "### Tier N: ...", "### Embeddings", "### Fallback entries" and "### Wildcard routes", and
-.env.imqa documents every variable as NAME=placeholder.
+.env.imqa documents every variable as NAME=placeholder, or "# NAME=..." when it is optional.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ RAILWAY_HEADING = "Deploying on Railway"
 _HEADING = re.compile(r"^(#{2,3}) +(.+?)\s*$")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+# An optional variable is documented as a commented-out assignment: "# OPENROUTER_RPM=<...>".
+_COMMENTED_ENV_LINE = re.compile(r"^#\s?([A-Z][A-Z0-9_]*)=(.*)$")
 
 
 class FileError(Exception):
@@ -48,11 +50,15 @@ class AliasRow:
 
 @dataclasses.dataclass(frozen=True)
 class EnvEntry:
-    """One NAME=value line of .env.imqa, with its 1-based line number."""
+    """One NAME=value line of .env.imqa, with its 1-based line number.
+
+    commented is True for "# NAME=value", an optional variable that is left unset by default.
+    """
 
     name: str
     value: str
     line: int
+    commented: bool = False
 
 
 # --- imqa_config.yaml ----------------------------------------------------------------------
@@ -199,8 +205,11 @@ def read_env_template(path: Path) -> list[EnvEntry]:
     entries = []
     for number, line in enumerate(lines, start=1):
         match = _ENV_LINE.match(line.strip())
+        commented = _COMMENTED_ENV_LINE.match(line.strip())
         if match:
             entries.append(EnvEntry(match.group(1), match.group(2), number))
+        elif commented:
+            entries.append(EnvEntry(commented.group(1), commented.group(2), number, commented=True))
     return entries
 
 

@@ -230,6 +230,45 @@ def test_env_variable_unused_fails(repo_copy):
     assert "documents IMQA_OLD_PROVIDER_KEY, but nothing reads it" in result.stdout, result.stdout
 
 
+def test_env_variable_set_twice_fails(repo_copy):
+    """A variable assigned twice in .env.imqa is reported: whoever sources it gets the last value only."""
+    with repo_copy.env_file.open("a") as env_file:
+        env_file.write("IMQA_CACHE_TYPE=local\n")
+
+    result = repo_copy.validate("--no-litellm")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ".env.imqa sets IMQA_CACHE_TYPE more than once" in result.stdout, result.stdout
+
+
+def test_env_commented_variable_counts_as_documented(repo_copy):
+    """An optional variable documented as a commented-out '# NAME=...' line is not reported as undocumented."""
+    repo_copy.edit_config(
+        lambda config: config["model_list"][0]["litellm_params"].update(rpm="os.environ/IMQA_TEST_ONLY_RPM")
+    )
+    with repo_copy.env_file.open("a") as env_file:
+        env_file.write("# Optional request quota.\n# IMQA_TEST_ONLY_RPM=<requests per minute>\n")
+
+    result = repo_copy.validate("--no-litellm")
+
+    assert "IMQA_TEST_ONLY_RPM" not in result.stdout, result.stdout
+
+
+def test_env_secret_in_comment_fails(repo_copy):
+    """A real-looking key in a commented-out line is reported too: a comment is committed all the same."""
+    secret = "sk-or-v1-" + secrets.token_hex(32)
+    with repo_copy.env_file.open("a") as env_file:
+        env_file.write(f"# OPENROUTER_API_KEY={secret}\n")
+    line_number = len(repo_copy.env_file.read_text().splitlines())
+
+    result = repo_copy.validate("--no-litellm")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = f".env.imqa:{line_number}: the value of OPENROUTER_API_KEY looks like a real secret"
+    assert expected in result.stdout, result.stdout
+    assert secret not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
