@@ -231,7 +231,7 @@ def test_env_variable_unused_fails(repo_copy):
 
 
 def test_env_variable_set_twice_fails(repo_copy):
-    """A variable assigned twice in .env.imqa is reported: whoever sources it gets the last value only."""
+    """A variable assigned twice in .env.imqa is reported, because sourcing the file keeps only the last value."""
     with repo_copy.env_file.open("a") as env_file:
         env_file.write("IMQA_CACHE_TYPE=local\n")
 
