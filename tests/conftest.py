@@ -74,14 +74,26 @@ def proxy(gateway_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
+def test_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A Redis of this test's own, started fresh and stopped with the test."""
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def start_proxy(
-    gateway_env: dict[str, str], tmp_path: Path
+    gateway_env: dict[str, str], test_redis: RedisProcess, tmp_path: Path
 ) -> Iterator[Callable[..., ProxyProcess]]:
-    """Start a proxy of this test's own, so cooldowns it causes end with it."""
+    """Start proxies of this test's own, sharing the test's own Redis.
+
+    The router keeps cooldowns and quota counters in Redis, so a proxy on the session Redis
+    would pass the failures this test causes on to the shared `proxy`.
+    """
     started: list[ProxyProcess] = []
 
     def start(env_overrides: dict[str, str] | None = None, config_path: Path | None = None) -> ProxyProcess:
-        env = {**gateway_env, **(env_overrides or {})}
+        env = {**gateway_env, "REDIS_PORT": str(test_redis.port), **(env_overrides or {})}
         log_path = tmp_path / f"litellm-{len(started)}.log"
         kwargs = {"config_path": config_path} if config_path else {}
         process = ProxyProcess(env, log_path, **kwargs)
