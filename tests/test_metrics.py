@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import gateway_client
+from tests.support.gateway import chat
 from tests.support.monitoring import (
     dashboard_expressions,
     family_names,
@@ -146,19 +147,48 @@ def test_cache_miss_counted(metrics_client):
     assert misses >= 1, misses
 
 
+def deployment_states(samples: dict, model_id: str) -> dict[str, float]:
+    """Return litellm_deployment_state of one deployment as {litellm_model_name label: value}."""
+    return {
+        labels["litellm_model_name"]: value
+        for labels, value in samples.get("litellm_deployment_state", [])
+        if labels.get("model_id") == model_id
+    }
+
+
 def test_cooled_down_deployment_reported(metrics_client):
-    """A deployment cooled down after two failures has a cooldown count and an outage state."""
+    """A deployment cooled down after two failures has a cooldown count, state 1 on failure and 2 on cooldown."""
     samples = scrape_until(metrics_client, "litellm_deployment_cooled_down_total", model_id="claude-4-sonnet.vercel")
     cooldowns = total(samples, "litellm_deployment_cooled_down_total", model_id="claude-4-sonnet.vercel")
-    states = [
-        value
-        for labels, value in samples.get("litellm_deployment_state", [])
-        if labels.get("model_id") == "claude-4-sonnet.vercel" and labels.get("api_base")
-    ]
+    states = deployment_states(samples, "claude-4-sonnet.vercel")
     assert cooldowns >= 1, cooldowns
-    # LiteLLM sets 2 (outage) when it cools the deployment down and 1 (partial outage) on
-    # each failure; the two updates race, so either can be the last one seen.
-    assert states in ([1.0], [2.0]), states
+    # LiteLLM labels the failure's state with the upstream model and the cooldown's with
+    # the alias, so one deployment has two series.
+    assert states == {"anthropic/claude-sonnet-4": 1.0, "claude-4-sonnet": 2.0}, states
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LiteLLM 1.108.7 writes the cooldown's state 2 to a series labelled with the alias, "
+    "and a later success resets only the series labelled with the upstream model",
+)
+def test_deployment_state_healthy_after_recovery(metrics_client, upstream):
+    """Once its cooldown has ended and it serves again, every state series of the deployment is 0."""
+    upstream.heal()
+    eventually(
+        lambda: chat(metrics_client, "claude-4-sonnet").headers.get("x-litellm-model-id"),
+        lambda deployment: deployment == "claude-4-sonnet.vercel",
+        45,
+        interval=1,
+    )
+    samples = eventually(
+        lambda: scrape(metrics_client),
+        lambda samples: deployment_states(samples, "claude-4-sonnet.vercel").get("anthropic/claude-sonnet-4") == 0,
+        15,
+        interval=0.5,
+    )
+    states = deployment_states(samples, "claude-4-sonnet.vercel")
+    assert set(states.values()) == {0.0}, states
 
 
 def test_quota_remaining_reported_per_alias(metrics_client):

@@ -22,8 +22,9 @@ SCRAPE_CONFIG_PATH = MONITORING_DIR / "prometheus.yml"
 
 # Suffixes that prometheus_client adds to a family's name for its samples.
 _SAMPLE_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
-# PromQL words that look like metric names but are functions, keywords or label names.
-_METRIC_NAME = re.compile(r"\b(litellm_[a-z0-9_]+|process_[a-z0-9_]+|python_[a-z0-9_]+)\b")
+# A gateway metric name in PromQL; a name followed by a label matcher (=, !=, =~, !~) is a
+# label such as litellm_model_name, not a metric.
+_METRIC_NAME = re.compile(r"\b(litellm_[a-z0-9_]+|process_[a-z0-9_]+|python_[a-z0-9_]+)\b(?!\s*(?:=|!=|!~))")
 
 
 def scrape(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
