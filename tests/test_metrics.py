@@ -18,7 +18,7 @@ from tests.support.monitoring import (
     send_monitored_traffic,
     total,
 )
-from tests.support.processes import ProxyProcess, eventually
+from tests.support.processes import ProxyProcess, RedisProcess, eventually
 
 # High enough never to be reached here; set only so the quota gauges are exported.
 QUOTAS = {
@@ -31,16 +31,24 @@ QUOTAS = {
 
 @pytest.fixture(scope="module")
 def metrics_proxy(gateway_env, tmp_path_factory, upstream) -> Iterator[ProxyProcess]:
-    """A proxy of this module's own that has served the traffic of send_monitored_traffic."""
-    log_path = tmp_path_factory.mktemp("metrics-proxy") / "litellm.log"
-    process = ProxyProcess({**gateway_env, **QUOTAS}, log_path).start()
+    """A proxy of this module's own that has served the traffic of send_monitored_traffic.
+
+    It has a Redis of its own, because the router keeps cooldowns there: the Claude
+    deployments this traffic cools down would otherwise be skipped by the shared proxy too.
+    """
+    workdir = tmp_path_factory.mktemp("metrics-proxy")
+    redis = RedisProcess(workdir / "redis").start()
+    env = {**gateway_env, **QUOTAS, "REDIS_PORT": str(redis.port)}
+    process = ProxyProcess(env, workdir / "litellm.log")
     try:
+        process.start()
         upstream.reset()
         with gateway_client(process) as client:
             send_monitored_traffic(client, upstream)
         yield process
     finally:
         process.stop()
+        redis.stop()
 
 
 @pytest.fixture

@@ -1,15 +1,14 @@
 """Per-deployment quotas and the proxy-wide cap on requests in flight, on the running proxy.
 
-Each test starts its own Redis, because LiteLLM counts quota usage per deployment and
-minute in Redis: a shared Redis would carry one test's usage into the next.
+LiteLLM counts quota usage per deployment and minute in Redis, so each test's proxies use
+that test's own Redis (start_proxy): a shared Redis would carry one test's usage into the next.
 """
 
 from __future__ import annotations
 
 import datetime
 import threading
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import httpx
 import pytest
@@ -17,28 +16,18 @@ import yaml
 
 from tests.conftest import MASTER_KEY, gateway_client
 from tests.support.gateway import chat
-from tests.support.processes import CONFIG_PATH, ProxyProcess, RedisProcess, eventually
+from tests.support.processes import CONFIG_PATH, ProxyProcess, eventually
 
 GPT_4O_PRIMARY = ("vercel", "openai/gpt-4o")
 GPT_4O_SECOND = ("openrouter", "openai/gpt-4o")
 
 
 @pytest.fixture
-def quota_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A Redis of this test's own, so quota usage never carries over from another test."""
-    server = RedisProcess(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def start_quota_proxy(
-    start_proxy: Callable[..., ProxyProcess], quota_redis: RedisProcess
-) -> Callable[..., ProxyProcess]:
-    """Start a proxy on this test's Redis, with the given quota variables set."""
+def start_quota_proxy(start_proxy: Callable[..., ProxyProcess]) -> Callable[..., ProxyProcess]:
+    """Start a proxy on this test's own Redis (see start_proxy), with the given quota variables set."""
 
     def start(**quotas: str) -> ProxyProcess:
-        return start_proxy({"REDIS_PORT": str(quota_redis.port), **quotas})
+        return start_proxy(quotas)
 
     return start
 
