@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import pytest
 
 from tests.conftest import gateway_client
-from tests.support.cache import chat_body, is_cache_hit, message_text, post_chat, redis_ttl
+from tests.support.cache import CACHE_KEY_HEADER, chat_body, is_cache_hit, message_text, post_chat, redis_ttl, stored_entry
 from tests.support.gateway import chat, unique_prompt
 from tests.support.processes import ProxyProcess, RedisProcess, eventually
 
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 PRIMARY = ("vercel", "openai/gpt-4o")
 FALLBACK = ("openrouter", "openai/gpt-4o")
+COOLDOWN_READ_INTERVAL = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +34,16 @@ def replicas(gateway_env, tmp_path_factory) -> Iterator[tuple[ProxyProcess, Prox
     second.stop()
 
 
-def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream):
+def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream, redis_server: RedisProcess):
     """A response cached through replica A is served from Redis by replica B without an upstream call."""
     replica_a, replica_b = replicas
     body = chat_body("gpt-4o-mini", unique_prompt("replica cache"))
 
     with gateway_client(replica_a) as client_a, gateway_client(replica_b) as client_b:
         first = post_chat(client_a, body)
+        # A's own repeat names the entry's key; A writes it to Redis after it has responded.
+        key = post_chat(client_a, body).headers[CACHE_KEY_HEADER]
+        eventually(lambda: redis_ttl(redis_server, key), lambda ttl: ttl > 0, 10)
         second = post_chat(client_b, body)
 
     assert not is_cache_hit(first), dict(first.headers)
@@ -62,6 +67,10 @@ def test_cooldown_on_one_replica_skipped_by_other(replicas, upstream, redis_serv
     cooldown_key = "deployment:gpt-4o.vercel:cooldown"
     ttl = eventually(lambda: redis_ttl(redis_server, cooldown_key), lambda value: value > 0, 10)
     assert ttl <= 30, f"cooldown key TTL is {ttl} s, expected the configured 30 s at most"
+    # A replica re-reads a cooldown key from Redis at most once a second (LiteLLM's
+    # DEFAULT_COOLDOWN_REDIS_READ_INTERVAL_SECONDS), so B sees the cooldown once it is that old.
+    written_at = stored_entry(redis_server, cooldown_key)["timestamp"]
+    eventually(time.time, lambda now: now - written_at > COOLDOWN_READ_INTERVAL + 0.5, 5)
 
     with gateway_client(replica_b) as client_b:
         for _ in range(3):

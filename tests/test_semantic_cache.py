@@ -9,6 +9,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 from tests.conftest import VERCEL_KEY, gateway_client
 from tests.support.cache import (
@@ -23,7 +24,7 @@ from tests.support.cache import (
 )
 from tests.support.gateway import unique_prompt
 from tests.support.mock_upstream import EMBEDDING_DIMENSIONS, embed_text
-from tests.support.processes import ProxyProcess, free_port
+from tests.support.processes import ProxyProcess, eventually, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +72,26 @@ def semantic_proxy(vector_redis, gateway_env, tmp_path_factory):
     process.stop()
 
 
+def _stored_entries(redis_env: dict[str, str]) -> int:
+    """Return the number of documents in the vector Redis's search indexes (the semantic cache's entries)."""
+    client = redis.Redis(
+        host=redis_env["REDIS_HOST"],
+        port=int(redis_env["REDIS_PORT"]),
+        password=redis_env["REDIS_PASSWORD"] or None,
+        socket_timeout=2,
+    )
+    total = 0
+    for name in client.execute_command("FT._LIST"):
+        index_name = name.decode() if isinstance(name, bytes) else name
+        total += int(client.ft(index_name).info()["num_docs"])
+    return total
+
+
 def _similarity(first: str, second: str) -> float:
     return math.fsum(a * b for a, b in zip(embed_text(first), embed_text(second)))
 
 
-def test_similar_prompt_served_from_semantic_cache(semantic_proxy, upstream):
+def test_similar_prompt_served_from_semantic_cache(semantic_proxy, vector_redis, upstream):
     """A reworded prompt is served the entry of a similar earlier prompt, and a different prompt is not."""
     tag = uuid.uuid4().hex
     original = f"What is the capital city of France? Request {tag}"
@@ -85,7 +101,10 @@ def test_similar_prompt_served_from_semantic_cache(semantic_proxy, upstream):
     assert _similarity(original, different) < 0.8, "premise: the mock embeds the different prompt far away"
 
     with gateway_client(semantic_proxy) as client:
+        entries_before = _stored_entries(vector_redis)
         first = post_chat(client, chat_body("gpt-4o", original))
+        # The proxy stores the entry after it has answered, so wait for it before the lookup.
+        eventually(lambda: _stored_entries(vector_redis), lambda count: count > entries_before, 10)
         similar = post_chat(client, chat_body("gpt-4o", reworded))
         calls_after_similar = len(upstream.chat_requests())
         other = post_chat(client, chat_body("gpt-4o", different))
@@ -114,9 +133,11 @@ def test_embedding_alias_falls_back_to_openrouter(client, upstream):
     """With Vercel's embeddings failing, text-embedding-3-small is served by OpenRouter's same model."""
     upstream.fail("500", provider="vercel", model="openai/text-embedding-3-small")
 
-    response = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": unique_prompt("embed")})
+    prompt = unique_prompt("embed")
+    response = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": prompt})
 
     assert response.status_code == 200, response.text
     assert len(response.json()["data"][0]["embedding"]) == EMBEDDING_DIMENSIONS
-    calls = [(r.provider, r.model) for r in upstream.requests() if r.path.endswith("/embeddings")]
+    # Only this request's calls: a semantic-cache proxy of another test may still be embedding.
+    calls = [(r.provider, r.model) for r in upstream.requests() if r.path.endswith("/embeddings") and prompt in str(r.body)]
     assert calls == [("vercel", "openai/text-embedding-3-small"), ("openrouter", "openai/text-embedding-3-small")], calls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -60,8 +61,14 @@ def redis_ttl(redis: RedisProcess, key: str) -> int:
 
 
 def stored_entry(redis: RedisProcess, key: str) -> dict[str, Any] | None:
+    """Return a value LiteLLM stored in Redis: JSON, or a Python literal for some router values."""
     raw = redis.client().get(key)
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return ast.literal_eval(raw.decode())
 
 
 def redis_error_lines(log: str) -> list[str]:
