@@ -20,12 +20,21 @@ COOLDOWN_READ_INTERVAL = 1.0
 
 
 @pytest.fixture(scope="module")
-def replicas(gateway_env, tmp_path_factory) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+def shared_redis(tmp_path_factory) -> Iterator[RedisProcess]:
+    """The replicas' Redis, apart from the session's: the cooldowns these tests cause stay here."""
+    server = RedisProcess(tmp_path_factory.mktemp("replicas-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(gateway_env, shared_redis, tmp_path_factory) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
     """Two proxies with the same config and environment, so the same Redis."""
+    env = {**gateway_env, "REDIS_PORT": str(shared_redis.port)}
     logs = tmp_path_factory.mktemp("replicas")
-    first = ProxyProcess(gateway_env, logs / "replica-a.log").start()
+    first = ProxyProcess(env, logs / "replica-a.log").start()
     try:
-        second = ProxyProcess(gateway_env, logs / "replica-b.log").start()
+        second = ProxyProcess(env, logs / "replica-b.log").start()
     except Exception:
         first.stop()
         raise
@@ -34,7 +43,7 @@ def replicas(gateway_env, tmp_path_factory) -> Iterator[tuple[ProxyProcess, Prox
     second.stop()
 
 
-def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream, redis_server: RedisProcess):
+def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream, shared_redis):
     """A response cached through replica A is served from Redis by replica B without an upstream call."""
     replica_a, replica_b = replicas
     body = chat_body("gpt-4o-mini", unique_prompt("replica cache"))
@@ -43,7 +52,7 @@ def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream, redis_ser
         first = post_chat(client_a, body)
         # A's own repeat names the entry's key; A writes it to Redis after it has responded.
         key = post_chat(client_a, body).headers[CACHE_KEY_HEADER]
-        eventually(lambda: redis_ttl(redis_server, key), lambda ttl: ttl > 0, 10)
+        eventually(lambda: redis_ttl(shared_redis, key), lambda ttl: ttl > 0, 10)
         second = post_chat(client_b, body)
 
     assert not is_cache_hit(first), dict(first.headers)
@@ -52,7 +61,7 @@ def test_entry_cached_by_one_replica_hits_on_other(replicas, upstream, redis_ser
     assert len(upstream.chat_requests()) == 1, [r.model for r in upstream.chat_requests()]
 
 
-def test_cooldown_on_one_replica_skipped_by_other(replicas, upstream, redis_server: RedisProcess):
+def test_cooldown_on_one_replica_skipped_by_other(replicas, upstream, shared_redis):
     """A primary cooled down by failures seen on replica A gets no traffic from replica B."""
     replica_a, replica_b = replicas
     upstream.fail("500", provider=PRIMARY[0], model=PRIMARY[1])
@@ -65,11 +74,11 @@ def test_cooldown_on_one_replica_skipped_by_other(replicas, upstream, redis_serv
     assert primary_calls == 2, f"replica A sent {primary_calls} calls to the primary"
 
     cooldown_key = "deployment:gpt-4o.vercel:cooldown"
-    ttl = eventually(lambda: redis_ttl(redis_server, cooldown_key), lambda value: value > 0, 10)
+    ttl = eventually(lambda: redis_ttl(shared_redis, cooldown_key), lambda value: value > 0, 10)
     assert ttl <= 30, f"cooldown key TTL is {ttl} s, expected the configured 30 s at most"
     # A replica re-reads a cooldown key from Redis at most once a second (LiteLLM's
     # DEFAULT_COOLDOWN_REDIS_READ_INTERVAL_SECONDS), so B sees the cooldown once it is that old.
-    written_at = stored_entry(redis_server, cooldown_key)["timestamp"]
+    written_at = stored_entry(shared_redis, cooldown_key)["timestamp"]
     eventually(time.time, lambda now: now - written_at > COOLDOWN_READ_INTERVAL + 0.5, 5)
 
     with gateway_client(replica_b) as client_b:
