@@ -311,8 +311,12 @@ def test_sigterm_lets_inflight_stream_finish(start_deployment, upstream, record_
     assert record.error is None, f"the stream was cut: {record.error}; log:\n{deployment.log_tail()}"
     assert record.done(), f"the stream ended without data: [DONE]: {record.lines[-3:]}"
     assert prompt in record.text(), f"the streamed answer is incomplete: {record.text()!r}"
-    assert shutdown.probes_during_drain, "no health check was sent while the stream drained"
-    assert 200 not in shutdown.probes_during_drain, f"new connections were served after SIGTERM: {shutdown.probes_during_drain}"
+    probes = shutdown.probes_during_drain
+    refused_from = next((i for i, result in enumerate(probes) if result != 200), None)
+    # A probe sent in the instant before the process handles the signal may still be served,
+    # so the check is that refusals start and that nothing is served once they have.
+    assert refused_from is not None, f"new connections were still served while the stream drained: {probes}"
+    assert 200 not in probes[refused_from:], f"new connections were served again after being refused: {probes}"
     # uvicorn re-raises the signal once its graceful shutdown is done, so a clean exit reads as
     # "terminated by SIGTERM". A SIGKILL or an error code would mean the shutdown was not clean.
     assert deployment.process.returncode in (0, -signal.SIGTERM), deployment.log_tail()
