@@ -47,7 +47,7 @@ def test_alias_sends_provider_key(alias, client, upstream):
 
 
 def test_chain_second_entry_serves_when_primary_fails(fresh_proxy, upstream):
-    """With its primary returning 500, every alias is answered by the second entry of its chain."""
+    """With its primary returning 500, every alias is served by the second entry of its chain."""
     with gateway_client(fresh_proxy) as client:
         for alias in CHAINS:
             provider, model = walk(alias)[0]
@@ -61,7 +61,7 @@ def test_chain_second_entry_serves_when_primary_fails(fresh_proxy, upstream):
 
 @pytest.mark.parametrize("alias", THREE_ENTRY_CHAINS)
 def test_chain_third_entry_serves_when_first_two_fail(alias, fresh_proxy, upstream):
-    """With its first two entries down, a three-entry chain is answered by its third."""
+    """With its first two entries down, a three-entry chain is served by its third."""
     first_two = deployments(CHAINS[alias][0]) + deployments(CHAINS[alias][1])
     for provider, model in first_two:
         upstream.fail("503", provider=provider, model=model)
@@ -77,7 +77,7 @@ def test_chain_third_entry_serves_when_first_two_fail(alias, fresh_proxy, upstre
 
 @pytest.mark.parametrize("alias", [alias for alias, chain in CHAINS.items() if len(walk(alias)) > 3])
 def test_chain_walks_into_fallback_alias_chain(alias, fresh_proxy, upstream):
-    """A fallback to another alias walks that alias's chain too, so the last deployment still answers."""
+    """A fallback to another alias walks that alias's chain too, so the last deployment still serves the request."""
     chain = walk(alias)
     for provider, model in chain[:-1]:
         upstream.fail("500", provider=provider, model=model)
@@ -108,7 +108,7 @@ def test_fallback_on_upstream_timeout(fresh_proxy, upstream):
 
     started = time.monotonic()
     with gateway_client(fresh_proxy) as client:
-        # The request's own timeout stands in for the configured 120 s, which is too long to wait for here.
+        # The request's own timeout replaces the configured 120 s, which is too long to wait for here.
         response = chat(client, "gpt-4o", timeout=2)
     elapsed = time.monotonic() - started
 
