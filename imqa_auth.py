@@ -2,7 +2,7 @@
 
 Stock LiteLLM 1.108.7 answers a request without a key with a 500 when the prisma package
 is missing, and a wrong key with a 400 "No connected db." when no database is configured.
-This hook turns both into a 401 that says what is wrong. Every other case returns None,
+This hook turns both into a 401 that names the problem. Every other case returns None,
 which hands the request to LiteLLM's own checks (master key, virtual keys in Postgres).
 """
 
@@ -38,7 +38,7 @@ async def user_api_key_auth(request: Request, api_key: str) -> None:
         return None
 
     master_key = os.environ.get("LITELLM_MASTER_KEY", "")
-    # Constant-time comparison, so response timing tells nothing about the master key.
+    # Constant-time comparison, so response timing reveals nothing about the master key.
     if master_key and hmac.compare_digest(key.encode(), master_key.encode()):
         return None
     raise _unauthorized(

@@ -7,7 +7,7 @@ group, deployment and status, with every configured secret removed from the mess
 
 RequestValidator: LiteLLM answers an unknown or missing model with "There are no healthy
 deployments for this model", which reads like an outage. It rejects such requests first
-with a 400 that names the model and says what to send instead.
+with a 400 that names the model and what to send instead.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def _call(client, method: str, path: str):
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED_ROUTES)
 def test_missing_key_gets_401(method, path, proxy, upstream):
-    """A request with no Authorization header gets a JSON 401 that says the key is missing."""
+    """A request with no Authorization header gets a JSON 401 reporting the missing key."""
     with gateway_client(proxy, key=None) as client:
         response = _call(client, method, path)
 

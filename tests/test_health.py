@@ -10,7 +10,7 @@ from tests.support.gateway import CHAINS
 
 @pytest.mark.parametrize("path", ["/health/liveliness", "/health/readiness"])
 def test_probe_needs_no_key_and_calls_no_upstream(path, proxy, upstream):
-    """The health-check probes answer 200 without a key and send nothing upstream."""
+    """The health-check probes return 200 without a key and send nothing upstream."""
     with httpx.Client(base_url=proxy.url, trust_env=False, timeout=10) as anonymous:
         response = anonymous.get(path)
 

@@ -24,7 +24,7 @@ def test_unknown_model_names_model(client, upstream):
 
 
 def test_missing_model_says_what_to_send(client, upstream):
-    """A body without a model gets a 400 that asks for one and names an alias."""
+    """A body without a model gets a 400 that requests one and names an alias."""
     response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
 
     assert response.status_code == 400, response.text
@@ -73,7 +73,7 @@ def _stream_events(client: httpx.Client, model: str, prompt: str) -> list[str]:
 
 
 def test_stream_passes_chunks_in_order(client, upstream):
-    """A streamed answer arrives as chunks that join to the upstream's text, ending with [DONE]."""
+    """A streamed completion arrives as chunks that join to the upstream's text, ending with [DONE]."""
     prompt = unique_prompt("stream")
     events = _stream_events(client, "gemini-3-pro", prompt)
 
@@ -121,7 +121,7 @@ def test_openai_client_chat(openai_client, upstream):
 
 
 def test_openai_client_stream(openai_client):
-    """The official openai client streams an answer to its end."""
+    """The official openai client streams a completion to its end."""
     stream = openai_client.chat.completions.create(
         model="claude-4-sonnet", messages=[{"role": "user", "content": unique_prompt("sdk-stream")}], stream=True
     )

@@ -103,7 +103,7 @@ def test_fallback_on_upstream_fault(fault, fresh_proxy, upstream):
 
 
 def test_fallback_on_upstream_timeout(fresh_proxy, upstream):
-    """A primary that does not answer within the request's timeout is abandoned for the next entry."""
+    """A primary that does not respond within the request's timeout is abandoned for the next entry."""
     upstream.fail("timeout", provider="vercel", model="openai/gpt-4o", delay=60)
 
     started = time.monotonic()

@@ -27,7 +27,7 @@ from aiohttp import web
 PROVIDERS = ("vercel", "openrouter")
 
 # Failures a test can inject. A status fault returns that HTTP status with an
-# OpenAI-style error body; "timeout" holds the request open without answering;
+# OpenAI-style error body; "timeout" keeps the request open without a response;
 # "reset" drops the TCP connection without a response; "context_length" returns
 # the 400 that OpenAI sends for a prompt longer than the model's context window.
 FAULT_KINDS = ("400", "401", "403", "429", "500", "502", "503", "context_length", "timeout", "reset", "slow")
@@ -57,7 +57,7 @@ class Fault:
     provider: str | None
     model: str | None
     remaining: int | None
-    # Seconds to wait: before each stream chunk for "slow", before answering for "timeout".
+    # Seconds to wait: before each stream chunk for "slow", before responding for "timeout".
     delay: float
     retry_after: int
 
