@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import threading
 import time
 from typing import Any
@@ -77,6 +78,14 @@ class MockUpstream:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.handler_errors: list[str] = []
+        # Settings for benchmarks and load runs, applied to requests that no fault matches:
+        # seconds before a response (and before each stream chunk), the share of requests
+        # that fail with `random_fault`, and whether requests are recorded at all (a long
+        # run would otherwise keep every body in memory).
+        self.delay = 0.0
+        self.fail_ratio = 0.0
+        self.random_fault = "500"
+        self.record = True
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> "MockUpstream":
@@ -156,6 +165,8 @@ class MockUpstream:
 
     # --- used by the handlers -----------------------------------------------------------
     def _record(self, request: RecordedRequest) -> None:
+        if not self.record:
+            return
         with self._lock:
             self._requests.append(request)
 
@@ -169,6 +180,8 @@ class MockUpstream:
                         continue
                     fault.remaining -= 1
                 return fault
+        if self.fail_ratio and random.random() < self.fail_ratio:
+            return Fault(self.random_fault, None, None, None, delay=600.0, retry_after=1)
         return None
 
     def _next_number(self) -> int:
@@ -223,7 +236,7 @@ async def _handle(mock: MockUpstream, request: web.Request, respond) -> web.Stre
         fault = mock._take_fault(provider, model)
         if fault is not None and fault.kind != "slow":
             return await _fault_response(request, fault)
-        delay = fault.delay if fault is not None else 0.0
+        delay = fault.delay if fault is not None else mock.delay
         return await respond(mock, request, provider, body, delay)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
@@ -410,8 +423,25 @@ async def _embeddings_response(
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the mock OpenAI-compatible upstream on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8787, help="TCP port to listen on (default: 8787)")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds to wait before a response and before each stream chunk"
+    )
+    parser.add_argument(
+        "--fail-ratio", type=float, default=0.0, help="share of requests, 0 to 1, that fail at random (default: 0)"
+    )
+    parser.add_argument(
+        "--fail-kind", choices=FAULT_KINDS, default="500", help="how a random failure fails (default: 500)"
+    )
+    parser.add_argument("--no-record", action="store_true", help="keep no request log, for long load runs")
     args = parser.parse_args()
-    mock = MockUpstream(port=args.port).start()
+    if not 0.0 <= args.fail_ratio <= 1.0:
+        parser.error(f"--fail-ratio must be between 0 and 1, got {args.fail_ratio}")
+    mock = MockUpstream(port=args.port)
+    mock.delay = args.delay
+    mock.fail_ratio = args.fail_ratio
+    mock.random_fault = args.fail_kind
+    mock.record = not args.no_record
+    mock.start()
     for provider in PROVIDERS:
         print(f"mock upstream: {provider} at {mock.base_url(provider)}", flush=True)
     try:
