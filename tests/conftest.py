@@ -60,8 +60,6 @@ def gateway_env(upstream: MockUpstream, redis_server: RedisProcess) -> dict[str,
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(redis_server.port),
             "IMQA_CACHE_TYPE": "redis",
-            # As on Railway: LiteLLM enforces the proxy-wide parallel cap only with this set.
-            "LEGACY_MULTI_INSTANCE_RATE_LIMITING": "true",
         }
     )
 

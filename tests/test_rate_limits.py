@@ -1,4 +1,4 @@
-"""Per-deployment quotas and the proxy-wide cap on requests in flight, on the running proxy.
+"""Per-deployment quotas and the per-worker cap on requests in flight, on the running proxy.
 
 LiteLLM counts quota usage per deployment and minute in Redis, so each test's proxies use
 that test's own Redis (start_proxy): a shared Redis would carry one test's usage into the next.
@@ -120,20 +120,14 @@ def test_quota_unset_means_no_limit(start_quota_proxy, upstream):
     assert served == ["gpt-4o.vercel"] * 5
 
 
-def configured_parallel_cap() -> int:
-    """Read the cap from the config, only to size the load that must exceed it."""
-    config = yaml.safe_load(CONFIG_PATH.read_text())
-    return int(config["general_settings"]["global_max_parallel_requests"])
+def configured_admission_limits() -> tuple[int, int]:
+    """Read the per-worker cap and queue from the config, only to size the load that must exceed them."""
+    settings = yaml.safe_load(CONFIG_PATH.read_text())["general_settings"]
+    return int(settings["max_in_flight_requests_per_worker"]), int(settings["max_queued_requests_per_worker"])
 
 
-def test_parallel_cap_returns_429_with_retry_after(start_quota_proxy, upstream):
-    """Past the proxy-wide cap on requests in flight, the client gets a 429 that names the limit."""
-    cap = configured_parallel_cap()
-    proxy = start_quota_proxy(LEGACY_MULTI_INSTANCE_RATE_LIMITING="true")
-    # Hold every upstream answer long enough for all the requests to be in flight at once.
-    upstream.fail("slow", provider="vercel", model="google/gemini-2.5-flash", delay=15)
-
-    total = cap + 20
+def send_concurrently(proxy: ProxyProcess, model: str, total: int) -> list[httpx.Response]:
+    """Send `total` chat requests at once, each on its own connection, and return every response."""
     responses: list[httpx.Response] = []
     lock = threading.Lock()
     limits = httpx.Limits(max_connections=total, max_keepalive_connections=0)
@@ -146,7 +140,7 @@ def test_parallel_cap_returns_429_with_retry_after(start_quota_proxy, upstream):
     ) as client:
 
         def send() -> None:
-            response = chat(client, "gemini-2.5-flash")
+            response = chat(client, model)
             with lock:
                 responses.append(response)
 
@@ -155,12 +149,38 @@ def test_parallel_cap_returns_429_with_retry_after(start_quota_proxy, upstream):
             thread.start()
         for thread in threads:
             thread.join(timeout=90)
+    return responses
+
+
+def test_parallel_cap_returns_503_with_retry_after(start_quota_proxy, upstream):
+    """Past the per-worker cap and its queue, the client gets a 503 that says the worker is at capacity."""
+    cap, queue = configured_admission_limits()
+    proxy = start_quota_proxy()
+    # Hold every upstream answer long enough for all the requests to be in flight at once.
+    upstream.fail("slow", provider="vercel", model="google/gemini-2.5-flash", delay=15)
+
+    total = cap + queue + 20
+    responses = send_concurrently(proxy, "gemini-2.5-flash", total)
 
     statuses = sorted({r.status_code for r in responses})
-    rejected = [r for r in responses if r.status_code == 429]
+    rejected = [r for r in responses if r.status_code == 503]
     assert len(responses) == total, f"{total - len(responses)} requests did not finish"
-    assert statuses == [200, 429], statuses
-    assert len(rejected) <= total - cap + 5, f"{len(rejected)} of {total} rejected under a cap of {cap}"
-    message = rejected[0].json()["error"]["message"]
-    assert "Max parallel request limit reached" in message, message
-    assert rejected[0].headers.get("retry-after"), dict(rejected[0].headers)
+    assert statuses == [200, 503], statuses
+    assert len(rejected) >= total - cap - queue, f"only {len(rejected)} of {total} rejected past {cap} + {queue}"
+    assert len(rejected) <= total - cap, f"{len(rejected)} of {total} rejected under a cap of {cap}"
+    error = rejected[0].json()["error"]
+    assert error["type"] == "overloaded_error", error
+    assert "Worker at capacity" in error["message"], error
+    assert rejected[0].headers.get("retry-after") == "1", dict(rejected[0].headers)
+
+
+def test_parallel_cap_admits_load_within_it(start_quota_proxy, upstream):
+    """Requests within the cap are all served, however fast they come and go."""
+    cap, _ = configured_admission_limits()
+    proxy = start_quota_proxy()
+    upstream.fail("slow", provider="vercel", model="google/gemini-2.5-flash", delay=0.2)
+
+    rounds = [send_concurrently(proxy, "gemini-2.5-flash", cap // 2) for _ in range(4)]
+
+    statuses = [r.status_code for responses in rounds for r in responses]
+    assert statuses == [200] * len(statuses), sorted(set(statuses))

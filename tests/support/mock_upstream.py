@@ -86,6 +86,9 @@ class MockUpstream:
         self.fail_ratio = 0.0
         self.random_fault = "500"
         self.record = True
+        # Per-model delays that replace `delay`, matched on the end of the upstream model name
+        # because each gateway prefixes it differently ("openai/bench-slow", "bench-slow").
+        self.model_delays: dict[str, float] = {}
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> "MockUpstream":
@@ -164,6 +167,12 @@ class MockUpstream:
         return [r for r in self.requests(**filters) if r.path.endswith("/chat/completions")]
 
     # --- used by the handlers -----------------------------------------------------------
+    def delay_for(self, model: str | None) -> float:
+        for suffix, seconds in self.model_delays.items():
+            if isinstance(model, str) and model.endswith(suffix):
+                return seconds
+        return self.delay
+
     def _record(self, request: RecordedRequest) -> None:
         if not self.record:
             return
@@ -236,7 +245,7 @@ async def _handle(mock: MockUpstream, request: web.Request, respond) -> web.Stre
         fault = mock._take_fault(provider, model)
         if fault is not None and fault.kind != "slow":
             return await _fault_response(request, fault)
-        delay = fault.delay if fault is not None else mock.delay
+        delay = fault.delay if fault is not None else mock.delay_for(model)
         return await respond(mock, request, provider, body, delay)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
@@ -432,8 +441,22 @@ def main() -> None:
     parser.add_argument(
         "--fail-kind", choices=FAULT_KINDS, default="500", help="how a random failure fails (default: 500)"
     )
+    parser.add_argument(
+        "--model-delay",
+        action="append",
+        default=[],
+        metavar="MODEL=SECONDS",
+        help="a delay for models whose name ends with MODEL, in place of --delay (repeatable)",
+    )
     parser.add_argument("--no-record", action="store_true", help="keep no request log, for long load runs")
     args = parser.parse_args()
+    model_delays = {}
+    for item in args.model_delay:
+        name, _, seconds = item.partition("=")
+        try:
+            model_delays[name] = float(seconds)
+        except ValueError:
+            parser.error(f"--model-delay expects MODEL=SECONDS, got {item!r}")
     if not 0.0 <= args.fail_ratio <= 1.0:
         parser.error(f"--fail-ratio must be between 0 and 1, got {args.fail_ratio}")
     mock = MockUpstream(port=args.port)
@@ -441,6 +464,7 @@ def main() -> None:
     mock.fail_ratio = args.fail_ratio
     mock.random_fault = args.fail_kind
     mock.record = not args.no_record
+    mock.model_delays = model_delays
     mock.start()
     for provider in PROVIDERS:
         print(f"mock upstream: {provider} at {mock.base_url(provider)}", flush=True)
