@@ -283,7 +283,7 @@ def leaked_secrets(text: str) -> list[str]:
 
 # --- plain (non-streaming) requests ------------------------------------------------------
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_plain_request_fault(case: FaultCase, lanes, refused_lanes, upstream):
+def test_plain_request_fault(case: FaultCase, lanes, refused_lanes, upstream, record_property):
     """A plain chat request whose primary fails gets a fallback's answer or a clean JSON error, in time."""
     setup = break_primary(case, lanes, refused_lanes, upstream)
     outcome = case.plain
@@ -292,6 +292,7 @@ def test_plain_request_fault(case: FaultCase, lanes, refused_lanes, upstream):
     with gateway_client(setup.proxy) as client:
         response = client.post("/v1/chat/completions", json=request_body(setup.alias, stream=False))
     elapsed = time.monotonic() - started
+    record_property("elapsed_seconds", round(elapsed, 3))
 
     if isinstance(outcome, Fallback):
         (provider, model), model_id = served_by(setup.alias, outcome)
@@ -342,7 +343,7 @@ def finish_reasons(chunks: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_stream_fault(case: FaultCase, lanes, refused_lanes, upstream):
+def test_stream_fault(case: FaultCase, lanes, refused_lanes, upstream, record_property):
     """A stream whose primary fails falls back before its first chunk, and ends with an error event after it."""
     setup = break_primary(case, lanes, refused_lanes, upstream)
     outcome = case.stream
@@ -350,6 +351,7 @@ def test_stream_fault(case: FaultCase, lanes, refused_lanes, upstream):
     started = time.monotonic()
     result = send_stream(setup.proxy, request_body(setup.alias, stream=True))
     elapsed = time.monotonic() - started
+    record_property("elapsed_seconds", round(elapsed, 3))
 
     if isinstance(outcome, Fallback):
         (provider, model), model_id = served_by(setup.alias, outcome)
