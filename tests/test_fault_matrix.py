@@ -272,7 +272,7 @@ def upstream_calls(upstream) -> list[tuple[str, str]]:
 
 
 def expected_calls(setup: Setup, case: FaultCase, answered_by: tuple[str, str] | None) -> list[tuple[str, str]]:
-    """The upstream calls in order: the primary (unless its connection was refused), then the fallback."""
+    """Return the upstream calls expected in order: the primary (unless its connection was refused), then the fallback."""
     calls = [] if case.vercel_refused else [setup.primary]
     return calls + ([answered_by] if answered_by else [])
 
