@@ -8,6 +8,10 @@ group, deployment and status, with every configured secret removed from the mess
 RequestValidator: LiteLLM answers an unknown or missing model with "There are no healthy
 deployments for this model", which reads like an outage. It rejects such requests first
 with a 400 that names the model and what to send instead.
+
+EmptyStreamGuard: when a provider answers a streaming request with a 200 and no events,
+LiteLLM 1.108.7 makes up a final chunk with finish_reason "stop" and the client gets an
+empty answer that looks complete. The guard turns such a stream into a 502 JSON error.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import os
 import re
 import sys
 
+import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
+from litellm.types.utils import ModelResponseStream
 
 logger = logging.getLogger("imqa.gateway")
 if not logger.handlers:
@@ -106,3 +112,67 @@ class RequestValidator(CustomLogger):
 
 
 request_validator = RequestValidator()
+
+
+# Chunks without message data that the guard holds back while it waits for the first chunk
+# with data. Past this many it lets the stream through unchecked, so it never buffers much.
+_MAX_HELD_CHUNKS = 16
+
+
+def _carries_message_data(chunk: object) -> bool:
+    """Tell whether a stream chunk carries a role, content, reasoning or a tool call.
+
+    A chunk of another type than a chat-completion chunk counts as data, so the guard
+    never holds back streams of other endpoints.
+    """
+    if not isinstance(chunk, ModelResponseStream):
+        return True
+    for choice in chunk.choices:
+        delta = getattr(choice, "delta", None)
+        if delta is not None and delta.model_dump(exclude_none=True):
+            return True
+    return False
+
+
+class EmptyStreamGuard(CustomLogger):
+    """Raise a 502 for a chat stream that ended without message data, instead of an empty answer.
+
+    Chunks without data (the made-up final chunk, a usage chunk) are held back until a chunk
+    with data arrives, so the client of a normal stream receives every chunk in order. For an
+    empty stream the error is the first event, and LiteLLM 1.108.7's proxy answers a stream
+    whose first event is an error with a JSON error and that status, not a 200
+    (create_response in litellm/proxy/common_request_processing.py).
+    """
+
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
+        # Chunks held back so far; None once a chunk with data has let the stream through.
+        pending_chunks: list[object] | None = []
+        async for chunk in response:
+            if pending_chunks is None:
+                yield chunk
+            elif _carries_message_data(chunk) or len(pending_chunks) >= _MAX_HELD_CHUNKS:
+                for earlier in pending_chunks:
+                    yield earlier
+                pending_chunks = None
+                yield chunk
+            else:
+                pending_chunks.append(chunk)
+        if pending_chunks is None:
+            return
+
+        hidden = getattr(response, "_hidden_params", None) or {}
+        model_group = request_data.get("model")
+        logger.error(
+            "upstream stream ended without data: model_group=%s deployment=%s chunks_without_data=%d",
+            model_group,
+            hidden.get("model_id"),
+            len(pending_chunks),
+        )
+        raise litellm.BadGatewayError(
+            message="The provider ended the stream without sending any data. Retry the request.",
+            llm_provider=hidden.get("custom_llm_provider") or "",
+            model=str(model_group),
+        )
+
+
+empty_stream_guard = EmptyStreamGuard()

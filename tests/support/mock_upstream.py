@@ -31,7 +31,32 @@ PROVIDERS = ("vercel", "openrouter")
 # OpenAI-style error body; "timeout" keeps the request open without a response;
 # "reset" drops the TCP connection without a response; "context_length" returns
 # the 400 that OpenAI sends for a prompt longer than the model's context window.
-FAULT_KINDS = ("400", "401", "403", "429", "500", "502", "503", "context_length", "timeout", "reset", "slow")
+# The body faults start a 200 and break it. "stall" sends the first part of the body
+# (the role chunk and one content chunk of a stream, half the JSON otherwise), keeps the
+# connection open for `delay` seconds and then drops it. "reset_mid_body" sends a few
+# chunks of a stream, or half the JSON, and drops the connection at once.
+# "malformed_json" sends a complete body that is not valid JSON (for a stream, an event
+# whose data is not JSON). "empty_200" sends a 200 with no body at all.
+FAULT_KINDS = (
+    "400",
+    "401",
+    "403",
+    "429",
+    "500",
+    "502",
+    "503",
+    "context_length",
+    "timeout",
+    "reset",
+    "slow",
+    "stall",
+    "reset_mid_body",
+    "malformed_json",
+    "empty_200",
+)
+_BODY_FAULTS = ("stall", "reset_mid_body", "malformed_json", "empty_200")
+# Content chunks a stream sends before "reset_mid_body" drops the connection.
+_CHUNKS_BEFORE_RESET = 3
 
 EMBEDDING_DIMENSIONS = 64
 
@@ -58,9 +83,11 @@ class Fault:
     provider: str | None
     model: str | None
     remaining: int | None
-    # Seconds to wait: before each stream chunk for "slow", before responding for "timeout".
+    # Seconds to wait: before each stream chunk for "slow", before responding for "timeout",
+    # after the first part of the body for "stall".
     delay: float
-    retry_after: int
+    # The Retry-After header of a 429, in seconds; None sends the 429 without one.
+    retry_after: int | None
 
 
 class MockUpstream:
@@ -131,7 +158,7 @@ class MockUpstream:
         provider: str | None = None,
         times: int | None = None,
         delay: float = 600.0,
-        retry_after: int = 1,
+        retry_after: int | None = 1,
     ) -> None:
         """Make matching requests fail with `kind` (all of them, or the next `times`)."""
         if kind not in FAULT_KINDS:
@@ -295,6 +322,8 @@ async def _fault_response(request: web.Request, fault: Fault) -> web.StreamRespo
             param="messages",
         )
         return web.json_response(body, status=400)
+    if fault.kind in _BODY_FAULTS:
+        return await _broken_chat_response(request, fault)
 
     status = int(fault.kind)
     messages = {
@@ -307,8 +336,46 @@ async def _fault_response(request: web.Request, fault: Fault) -> web.StreamRespo
         503: ("The engine is currently overloaded.", "server_error"),
     }
     message, error_type = messages[status]
-    headers = {"Retry-After": str(fault.retry_after)} if status == 429 else None
+    headers = {"Retry-After": str(fault.retry_after)} if status == 429 and fault.retry_after is not None else None
     return web.json_response(_error_body(message, error_type), status=status, headers=headers)
+
+
+async def _broken_chat_response(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """Start a 200 chat response and break it as `fault.kind` specifies."""
+    body = await request.json()  # aiohttp keeps the body it read in _handle, so this reads no socket
+    provider = request.path.split("/")[1]
+    model = body.get("model") or "unknown"
+    stream = bool(body.get("stream"))
+    content_type = "text/event-stream" if stream else "application/json"
+
+    if fault.kind == "empty_200":
+        return web.Response(status=200, body=b"", content_type=content_type)
+    if fault.kind == "malformed_json":
+        text = "Partial answer, never finished"
+        if stream:
+            return web.Response(status=200, text=f'data: {{"id": "{text}\n\ndata: [DONE]\n\n', content_type=content_type)
+        return web.Response(status=200, text=f'{{"id": "chatcmpl-mock-broken", "choices": [{{"message": "{text}', content_type=content_type)
+
+    answer = f"Partial answer from {provider} {model}, cut off by the mock upstream before its end."
+    if stream:
+        chunks = [_stream_chunk("chatcmpl-mock-broken", model, {"role": "assistant", "content": ""})]
+        count = 1 if fault.kind == "stall" else _CHUNKS_BEFORE_RESET
+        chunks += [_stream_chunk("chatcmpl-mock-broken", model, {"content": word + " "}) for word in answer.split(" ")[:count]]
+        first_part = b"".join(chunks)
+        response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+    else:
+        whole = json.dumps(_completion("chatcmpl-mock-broken", model, answer, {})).encode()
+        first_part = whole[: len(whole) // 2]
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(whole)
+    await response.prepare(request)
+    await response.write(first_part)
+
+    if fault.kind == "stall":
+        await asyncio.sleep(fault.delay)
+    if request.transport is not None:
+        request.transport.abort()
+    raise ConnectionResetError(f"mock upstream dropped the connection mid-body ({fault.kind})")
 
 
 def _last_user_text(body: dict) -> str:
@@ -324,6 +391,34 @@ def _last_user_text(body: dict) -> str:
 
 def _count_tokens(text: str) -> int:
     return max(1, len(text.split()))
+
+
+def _completion(completion_id: str, model: str, answer: str, usage: dict) -> dict:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def _stream_chunk(completion_id: str, model: str, delta: dict, finish_reason: str | None = None) -> bytes:
+    payload = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(payload)}\n\n".encode()
 
 
 async def _chat_response(
@@ -346,43 +441,17 @@ async def _chat_response(
     if not body.get("stream"):
         if delay:
             await asyncio.sleep(delay)
-        return web.json_response(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": usage,
-            }
-        )
+        return web.json_response(_completion(completion_id, model, answer, usage))
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
 
-    def chunk(delta: dict, finish_reason: str | None = None, **extra: Any) -> bytes:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            **extra,
-        }
-        return f"data: {json.dumps(payload)}\n\n".encode()
-
-    await response.write(chunk({"role": "assistant", "content": ""}))
+    await response.write(_stream_chunk(completion_id, model, {"role": "assistant", "content": ""}))
     for word in answer.split(" "):
         if delay:
             await asyncio.sleep(delay)
-        await response.write(chunk({"content": word + " "}))
-    await response.write(chunk({}, "stop"))
+        await response.write(_stream_chunk(completion_id, model, {"content": word + " "}))
+    await response.write(_stream_chunk(completion_id, model, {}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
         payload = {
             "id": completion_id,
