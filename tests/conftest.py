@@ -62,6 +62,8 @@ def gateway_env(upstream: MockUpstream, redis_server: RedisProcess) -> dict[str,
             "IMQA_CACHE_TYPE": "redis",
             # As on Railway: LiteLLM enforces the proxy-wide parallel cap only with this set.
             "LEGACY_MULTI_INSTANCE_RATE_LIMITING": "true",
+            # As on Railway: no browser origin may call the gateway.
+            "LITELLM_CORS_ORIGINS": "none",
         }
     )
 
