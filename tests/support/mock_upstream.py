@@ -30,7 +30,11 @@ PROVIDERS = ("vercel", "openrouter")
 # OpenAI-style error body; "timeout" keeps the request open without a response;
 # "reset" drops the TCP connection without a response; "context_length" returns
 # the 400 that OpenAI sends for a prompt longer than the model's context window.
-FAULT_KINDS = ("400", "401", "403", "429", "500", "502", "503", "context_length", "timeout", "reset", "slow")
+# "echo_key" returns a 401 whose message repeats the API key the request carried, as a
+# careless provider might. A test then checks that the gateway never passes the key on.
+FAULT_KINDS = (
+    "400", "401", "403", "429", "500", "502", "503", "context_length", "timeout", "reset", "slow", "echo_key",
+)  # fmt: skip
 
 EMBEDDING_DIMENSIONS = 64
 
@@ -273,6 +277,11 @@ async def _fault_response(request: web.Request, fault: Fault) -> web.StreamRespo
             param="messages",
         )
         return web.json_response(body, status=400)
+    if fault.kind == "echo_key":
+        authorization = request.headers.get("Authorization", "")
+        key = authorization.removeprefix("Bearer ").strip()
+        body = _error_body(f"Incorrect API key provided: {key}.", "authentication_error", code="invalid_api_key")
+        return web.json_response(body, status=401)
 
     status = int(fault.kind)
     messages = {
