@@ -60,10 +60,17 @@ class SecretRedactingFilter(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Redact the format string and each string argument first, because some formatters
+        # (uvicorn's access log) read record.args themselves.
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
         try:
             message = record.getMessage()
         except Exception:  # a malformed record is left for the handler to report
             return True
+        # An argument that is not a string (an exception, say) can still format to a secret.
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
@@ -125,6 +132,11 @@ class UpstreamFailureLogger(CustomLogger):
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time) -> None:
         payload = kwargs.get("standard_logging_object") or {}
         error = payload.get("error_information") or {}
+        # The proxy raises ProxyException itself, before any provider call: a wrong key, a bad
+        # body, an unknown model. LiteLLM reports those here too, with the deployment the model
+        # would have used, which would read as that provider failing.
+        if error.get("error_class") == "ProxyException":
+            return
         message = " ".join(str(payload.get("error_str") or error.get("error_message") or "").split())
         logger.error(
             "upstream call failed: provider=%s model_group=%s deployment=%s status=%s error=%s: %s",

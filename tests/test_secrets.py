@@ -4,7 +4,8 @@ A proxy of this module's own gets a mix of traffic: successes, a stream, a cache
 provider failures with and without a fallback that recovers, wrong client keys and bad
 bodies. One provider's error message repeats the API key it was sent. Then the proxy's whole
 log, every response and a /metrics/ scrape are searched for the master key, each provider
-key and each key a client sent.
+key and each key a client sent. The same log shows that the gateway's "upstream call failed"
+lines report provider failures only, not the requests the gateway itself rejected.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ def traffic(
         upstream.reset()
         exchanges = _send_traffic(proxy, upstream)
         upstream.reset()
+        # Failure logging runs after the response is sent. A last provider failure, whose line
+        # comes after those of every earlier request, marks the end of the log to search.
+        upstream.fail("502", provider="vercel", model="xai/grok-4-fast-reasoning", times=1)
         with gateway_client(proxy) as client:
+            chat(client, "reasoning-model")
             metrics = client.get("/metrics/").text
-        # Failure logging runs after the response is sent: wait for the line of each of the three
-        # requests whose primary repeated the key.
-        eventually(proxy.log, lambda log: _echo_failure_lines(log) >= 3, seconds=15)
+        eventually(proxy.log, lambda log: _echo_failure_lines(log) >= 3 and "status=502" in log, seconds=15)
         yield Traffic(exchanges, metrics, proxy.log())
     finally:
         proxy.stop()
@@ -168,6 +171,22 @@ def test_echoed_key_redacted_in_log(traffic):
 
     assert lines, "the provider's echoed error was not logged"
     assert all(VERCEL_KEY not in line and OPENROUTER_KEY not in line for line in lines), lines
+
+
+def test_rejections_not_logged_as_upstream_failures(traffic):
+    """Wrong keys, bad bodies and unknown models get no "upstream call failed" line: no provider was called."""
+    lines = [line[:200] for line in traffic.log.splitlines() if "upstream call failed" in line and "ProxyException" in line]
+
+    assert lines == []
+
+
+def test_provider_failures_logged_as_upstream_failures(traffic):
+    """Each provider failure of the mix gets an "upstream call failed" line naming the status."""
+    lines = [line for line in traffic.log.splitlines() if "upstream call failed" in line]
+
+    assert any("status=500" in line and "gpt-4o-mini.vercel" in line for line in lines), lines
+    assert any("status=503" in line and "claude-4-sonnet.vercel" in line for line in lines), lines
+    assert any("status=401" in line and "gemini-3-pro.vercel" in line for line in lines), lines
 
 
 @pytest.mark.parametrize("name", SECRETS)
