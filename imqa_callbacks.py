@@ -4,10 +4,17 @@ UpstreamFailureLogger: LiteLLM 1.108.7 logs nothing when a deployment fails and 
 then answers, so an expired provider key or an outage behind a working fallback would go
 unseen. It writes one ERROR line per failed upstream call, naming the provider, model
 group, deployment and status, with every configured secret removed from the message.
+It also removes secrets from the error a client receives when a provider's error message
+repeats the key it was sent.
 
 RequestValidator: LiteLLM answers an unknown or missing model with "There are no healthy
-deployments for this model", which reads like an outage. It rejects such requests first
-with a 400 that names the model and what to send instead.
+deployments for this model", which reads like an outage, and passes a chat body with wrong
+field types on to the provider. It rejects such requests first with a 400 that names the
+model or field and what to send instead.
+
+Importing this module also adds SecretRedactingFilter to every log handler, because
+LiteLLM's own redaction knows only some key formats (sk-..., Bearer ...) and logs a Vercel
+or Replicate key that a provider's error message repeats.
 
 EmptyStreamGuard: when a provider answers a streaming request with a 200 and no events,
 LiteLLM 1.108.7 makes up a final chunk with finish_reason "stop" and the client gets an
@@ -22,9 +29,13 @@ import re
 import sys
 
 import litellm
+from fastapi import HTTPException
+from litellm._logging import redact_internal_details_from_client_message
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 from litellm.types.utils import ModelResponseStream
+
+from imqa_chat_schema import ChatBodyError, check_chat_body
 
 logger = logging.getLogger("imqa.gateway")
 if not logger.handlers:
@@ -49,12 +60,89 @@ def redact(text: str) -> str:
     return _KEY_LIKE.sub("[redacted]", text)
 
 
+class SecretRedactingFilter(logging.Filter):
+    """Log filter that passes every record on with secrets removed from its message and traceback."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Redact the format string and each string argument first, because some formatters
+        # (uvicorn's access log) read record.args themselves.
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is left for the handler to report
+            return True
+        # An argument that is not a string (an exception, say) can still format to a secret.
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Add SecretRedactingFilter to the handlers of every logger that exists now.
+
+    A handler filter receives every record the handler writes, including those that child
+    loggers pass up. This module loads with the config, after uvicorn and LiteLLM have set up
+    their handlers.
+    NOTE: a handler added after the config loads is not covered.
+    """
+    loggers = [logging.getLogger()] + [
+        candidate for candidate in logging.Logger.manager.loggerDict.values() if isinstance(candidate, logging.Logger)
+    ]
+    handlers = {handler for each in loggers for handler in each.handlers}
+    if logging.lastResort is not None:
+        handlers.add(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(existing, SecretRedactingFilter) for existing in handler.filters):
+            handler.addFilter(SecretRedactingFilter())
+
+
+install_log_redaction()
+
+
+def _status_code(exception: Exception) -> int:
+    for attribute in ("status_code", "code"):
+        try:
+            status = int(getattr(exception, attribute, None))
+        except (TypeError, ValueError):
+            continue
+        if 400 <= status <= 599:
+            return status
+    return 500
+
+
+class RedactedError(HTTPException):
+    """The error a client receives in place of one whose message contained a secret."""
+
+    def __init__(self, status_code: int, message: str, error_type: str | None, param: str | None) -> None:
+        super().__init__(status_code=status_code, detail=message)
+        # LiteLLM copies type and param into the JSON error body.
+        self.type = error_type
+        self.param = param
+
+
 class UpstreamFailureLogger(CustomLogger):
     """Log each failed upstream call, including those a fallback recovered from."""
 
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time) -> None:
         payload = kwargs.get("standard_logging_object") or {}
         error = payload.get("error_information") or {}
+        # The proxy raises ProxyException itself, before any provider call: a wrong key, a bad
+        # body, an unknown model. LiteLLM reports those here too, with the deployment the model
+        # would have used, which would read as that provider failing.
+        if error.get("error_class") == "ProxyException":
+            return
         message = " ".join(str(payload.get("error_str") or error.get("error_message") or "").split())
         logger.error(
             "upstream call failed: provider=%s model_group=%s deployment=%s status=%s error=%s: %s",
@@ -66,6 +154,23 @@ class UpstreamFailureLogger(CustomLogger):
             redact(message)[:_MAX_MESSAGE_LENGTH],
         )
 
+    async def async_post_call_failure_hook(
+        self, request_data, original_exception, user_api_key_dict, traceback_str=None
+    ) -> HTTPException | None:
+        """Replace a client's error whose message contains a secret with a redacted copy."""
+        message = str(getattr(original_exception, "message", None) or original_exception)
+        clean = redact(message)
+        if clean == message:
+            return None
+        error_type = getattr(original_exception, "type", None)
+        param = getattr(original_exception, "param", None)
+        return RedactedError(
+            _status_code(original_exception),
+            redact_internal_details_from_client_message(clean),
+            error_type if isinstance(error_type, str) else None,
+            param if isinstance(param, str) else None,
+        )
+
 
 upstream_failure_logger = UpstreamFailureLogger()
 
@@ -73,6 +178,8 @@ upstream_failure_logger = UpstreamFailureLogger()
 _ROUTED_CALL_TYPES = frozenset(
     {"completion", "acompletion", "text_completion", "atext_completion", "embeddings", "aembedding"}
 )
+# Call types of POST /v1/chat/completions, whose body imqa_chat_schema checks.
+_CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
 
 
 def _bad_request(message: str, param: str) -> ProxyException:
@@ -90,7 +197,7 @@ def _is_routable(model: str) -> bool:
 
 
 class RequestValidator(CustomLogger):
-    """Reject a request whose model is missing or not served, before it reaches the router."""
+    """Reject a request whose model is missing or not served, or whose chat body has a wrong type."""
 
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
         if call_type not in _ROUTED_CALL_TYPES:
@@ -108,6 +215,11 @@ class RequestValidator(CustomLogger):
                 "openrouter/ or replicate/ followed by the provider's model id.",
                 "model",
             )
+        if call_type in _CHAT_CALL_TYPES:
+            try:
+                check_chat_body(data)
+            except ChatBodyError as error:
+                raise _bad_request(error.message, error.param) from None
         return data
 
 

@@ -60,6 +60,8 @@ def gateway_env(upstream: MockUpstream, redis_server: RedisProcess) -> dict[str,
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(redis_server.port),
             "IMQA_CACHE_TYPE": "redis",
+            # As on Railway: no browser origin may call the gateway.
+            "LITELLM_CORS_ORIGINS": "none",
         }
     )
 

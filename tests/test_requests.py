@@ -139,10 +139,14 @@ def test_openai_client_wrong_key_raises_authentication_error(proxy):
 
 
 def test_client_error_not_sent_to_fallbacks(client, upstream):
-    """A 400 the provider gives for the client's own mistake comes back as is, without trying the chain."""
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": unique_prompt("bad")}], "temperature": "hot"}
-    response = client.post("/v1/chat/completions", json=body)
+    """A 400 the provider gives for the client's own mistake comes back as is, without trying the chain.
+
+    The gateway itself rejects a field of the wrong type (tests/test_bad_input.py), so the
+    provider's 400 comes from a mock fault, standing in for a value only the provider can judge.
+    """
+    upstream.fail("400", provider="vercel", model="openai/gpt-4o")
+    response = chat(client, "gpt-4o", unique_prompt("bad"))
 
     assert response.status_code == 400, response.text
-    assert "temperature" in response.json()["error"]["message"]
+    assert "Invalid request sent to the mock upstream" in response.json()["error"]["message"]
     assert [(r.provider, r.model) for r in upstream.chat_requests()] == [("vercel", "openai/gpt-4o")]

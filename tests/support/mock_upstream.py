@@ -31,6 +31,8 @@ PROVIDERS = ("vercel", "openrouter")
 # OpenAI-style error body; "timeout" keeps the request open without a response;
 # "reset" drops the TCP connection without a response; "context_length" returns
 # the 400 that OpenAI sends for a prompt longer than the model's context window.
+# "echo_key" returns a 401 whose message repeats the API key the request carried, as a
+# careless provider might. A test then checks that the gateway never passes the key on.
 # The body faults start a 200 and break it. "stall" sends the first part of the body
 # (the role chunk and one content chunk of a stream, half the JSON otherwise), keeps the
 # connection open for `delay` seconds and then drops it. "reset_mid_body" sends a few
@@ -53,6 +55,7 @@ FAULT_KINDS = (
     "reset_mid_body",
     "malformed_json",
     "empty_200",
+    "echo_key",
 )
 _BODY_FAULTS = ("stall", "reset_mid_body", "malformed_json", "empty_200")
 # Content chunks a stream sends before "reset_mid_body" drops the connection.
@@ -322,6 +325,11 @@ async def _fault_response(request: web.Request, fault: Fault) -> web.StreamRespo
             param="messages",
         )
         return web.json_response(body, status=400)
+    if fault.kind == "echo_key":
+        authorization = request.headers.get("Authorization", "")
+        key = authorization.removeprefix("Bearer ").strip()
+        body = _error_body(f"Incorrect API key provided: {key}.", "authentication_error", code="invalid_api_key")
+        return web.json_response(body, status=401)
     if fault.kind in _BODY_FAULTS:
         return await _broken_chat_response(request, fault)
 
