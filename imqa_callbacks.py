@@ -52,11 +52,23 @@ _KEY_LIKE = re.compile(r"\b(sk|rk|pk|r8|vck)[-_][A-Za-z0-9_\-*]{6,}")
 _MAX_MESSAGE_LENGTH = 300
 
 
+def _secret_values_pattern() -> re.Pattern[str] | None:
+    values = {value for name, value in os.environ.items() if value and len(value) >= 6 and _SECRET_NAME.search(name)}
+    if not values:
+        return None
+    # Longest first, so a secret that contains another one is removed whole.
+    return re.compile("|".join(re.escape(value) for value in sorted(values, key=len, reverse=True)))
+
+
+# Built once, because the log filter calls redact() several times for every log line. The
+# proxy's environment is fixed when it starts, before this module loads with the config.
+_SECRET_VALUES = _secret_values_pattern()
+
+
 def redact(text: str) -> str:
     """Remove the values of secret environment variables and key-like words from `text`."""
-    for name, value in os.environ.items():
-        if value and len(value) >= 6 and _SECRET_NAME.search(name):
-            text = text.replace(value, "[redacted]")
+    if _SECRET_VALUES is not None:
+        text = _SECRET_VALUES.sub("[redacted]", text)
     return _KEY_LIKE.sub("[redacted]", text)
 
 
