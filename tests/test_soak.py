@@ -23,6 +23,8 @@ SOAK_ARGS = ["--requests", "2000", "--connections", "64", "--fail-ratio", "0.01"
 
 pytestmark = [
     pytest.mark.slow,
+    # The module's fixture runs the whole soak, about 4 minutes, inside the first test's setup.
+    pytest.mark.timeout(1200),
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not on PATH (Debian package wrk)"),
 ]
 
