@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 
 import litellm
 from fastapi import HTTPException
@@ -35,7 +36,12 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 from litellm.types.utils import ModelResponseStream
 
-from imqa_chat_schema import ChatBodyError, check_chat_body
+# LiteLLM loads this module from the config's folder by file path, without putting that folder
+# on sys.path, so the sibling module is found only when the proxy starts in the repo root.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+
+from imqa_chat_schema import ChatBodyError, check_chat_body  # noqa: E402
 
 logger = logging.getLogger("imqa.gateway")
 if not logger.handlers:
